@@ -1,0 +1,32 @@
+# The two commands a newcomer types: `make train` and `make test`.
+# Both create .venv from setup.cfg on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# Extra flags for the training program, e.g. make train TRAIN_FLAGS="--env=Breakout-v5"
+TRAIN_FLAGS ?=
+PYTEST_FLAGS ?=
+
+.PHONY: train test bench install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m experiments.train $(TRAIN_FLAGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_FLAGS) tests
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m experiments.benchmark_vtrace
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
