@@ -1,0 +1,157 @@
+"""Every knob of a run in one typed dataclass, and the presets.
+
+``Config`` is flat on purpose (one absl flag per field, one line per field in
+a run's ``config.json``). Presets are plain functions returning a ``Config``;
+``PRESETS`` maps their flag names to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Tuple
+
+REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric')
+TORSOS = ('shallow', 'deep', 'mlp')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A run's configuration. Defaults are the paper's Atari settings
+  (Espeholt et al. 2018, table G.1) except the network, which is set by the
+  presets."""
+
+  # --- environment ---
+  env: str = 'Pong-v5'
+  num_envs: int = 32            # environments per actor thread
+  env_batch_size: int = 16      # envpool async batch (< num_envs overlaps
+                                # stepping with inference)
+  num_actors: int = 1           # actor threads, each with its own envpool
+  env_threads: int = 0          # envpool C++ threads per actor (0 = auto)
+  # Atari protocol (paper: 30 no-op starts, no sticky actions, minimal set).
+  noop_max: int = 30
+  sticky_action_prob: float = 0.0
+  full_action_space: bool = False
+  episodic_life: bool = False
+  max_episode_steps: int = 27_000  # agent steps (= 108K frames at repeat 4)
+
+  # --- agent ---
+  torso: str = 'deep'
+  use_lstm: bool = False
+  lstm_size: int = 256
+  mlp_sizes: Tuple[int, ...] = (64, 64)
+
+  # --- learning ---
+  total_frames: int = 200_000_000   # env steps x action repeat
+  unroll_length: int = 20           # T
+  batch_size: int = 32              # B trajectories per update
+  discount: float = 0.99
+  reward_clipping: str = 'abs_one'
+  baseline_cost: float = 0.5
+  entropy_cost: float = 0.01
+  clip_rho_threshold: Optional[float] = 1.0
+  clip_c_threshold: Optional[float] = 1.0
+  clip_pg_rho_threshold: Optional[float] = 1.0
+  vtrace_lambda: float = 1.0
+  learning_rate: float = 6e-4
+  lr_decay: bool = True             # linear decay to 0 over total_frames
+  rmsprop_decay: float = 0.99
+  rmsprop_epsilon: float = 0.01
+  rmsprop_momentum: float = 0.0
+  max_grad_norm: float = 40.0
+
+  # --- runtime ---
+  seed: int = 0
+  actor_devices: Tuple[int, ...] = (0,)
+  learner_devices: Tuple[int, ...] = (0,)
+  queue_size: int = 4               # trajectories (of env_batch_size) queued
+  log_every_seconds: float = 10.0
+  checkpoint_every_seconds: float = 600.0
+
+  def validate(self) -> 'Config':
+    """Raises ``ValueError`` with a one-line reason for an invalid field."""
+    def need(ok: bool, message: str):
+      if not ok:
+        raise ValueError(message)
+    need(self.total_frames > 0,
+         f'--total_frames must be > 0, got {self.total_frames}.')
+    need(self.unroll_length >= 1,
+         f'--unroll_length must be >= 1, got {self.unroll_length}.')
+    need(self.batch_size >= 1,
+         f'--batch_size must be >= 1, got {self.batch_size}.')
+    need(self.num_envs >= 1, f'--num_envs must be >= 1, got {self.num_envs}.')
+    need(1 <= self.env_batch_size <= self.num_envs,
+         f'--env_batch_size must be in [1, num_envs={self.num_envs}], got '
+         f'{self.env_batch_size}.')
+    need(self.num_actors >= 1,
+         f'--num_actors must be >= 1, got {self.num_actors}.')
+    need(0.0 <= self.discount <= 1.0,
+         f'--discount must be in [0, 1], got {self.discount}.')
+    need(self.reward_clipping in REWARD_CLIPPING,
+         f'--reward_clipping must be one of {", ".join(REWARD_CLIPPING)}, '
+         f'got {self.reward_clipping!r}.')
+    need(self.torso in TORSOS,
+         f'--torso must be one of {", ".join(TORSOS)}, got {self.torso!r}.')
+    need(self.learning_rate > 0,
+         f'--learning_rate must be > 0, got {self.learning_rate}.')
+    need(self.max_grad_norm > 0,
+         f'--max_grad_norm must be > 0, got {self.max_grad_norm}.')
+    need(0.0 <= self.rmsprop_decay < 1.0,
+         f'--rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}.')
+    need(self.rmsprop_epsilon > 0,
+         f'--rmsprop_epsilon must be > 0, got {self.rmsprop_epsilon}.')
+    need(0.0 <= self.vtrace_lambda <= 1.0,
+         f'--vtrace_lambda must be in [0, 1], got {self.vtrace_lambda}.')
+    for name in ('clip_rho_threshold', 'clip_c_threshold',
+                 'clip_pg_rho_threshold'):
+      value = getattr(self, name)
+      need(value is None or value > 0,
+           f'--{name} must be > 0 (or "none"), got {value}.')
+    need(self.queue_size >= 1,
+         f'--queue_size must be >= 1, got {self.queue_size}.')
+    need(len(self.learner_devices) >= 1 and len(self.actor_devices) >= 1,
+         '--actor_devices and --learner_devices need at least one index.')
+    need(self.batch_size % len(self.learner_devices) == 0,
+         f'--batch_size={self.batch_size} must be divisible by the number of '
+         f'learner devices ({len(self.learner_devices)}).')
+    return self
+
+
+def paper_atari() -> Config:
+  """The paper's Atari settings: deep ResNet, unroll 20, batch 32, RMSProp
+  lr 6e-4 decayed to 0 over 200M frames, entropy 0.01, reward clip [-1, 1].
+  Sized for a GPU."""
+  return Config(env='Pong-v5', torso='deep', unroll_length=20, batch_size=32,
+                num_envs=64, env_batch_size=32, num_actors=2,
+                total_frames=200_000_000)
+
+
+def cpu_atari() -> Config:
+  """The paper's Atari recipe shrunk to a 2-core CPU: shallow net, fewer
+  environments, a budget of a few million frames."""
+  return Config(env='Pong-v5', torso='shallow', unroll_length=20,
+                batch_size=16, num_envs=32, env_batch_size=16, num_actors=1,
+                total_frames=2_000_000)
+
+
+def cartpole() -> Config:
+  """CartPole-v1 with an MLP: learns in well under a minute on a CPU."""
+  return Config(env='CartPole-v1', torso='mlp', mlp_sizes=(64, 64),
+                unroll_length=20, batch_size=16, num_envs=16,
+                env_batch_size=16, num_actors=1, total_frames=150_000,
+                learning_rate=1e-3, entropy_cost=0.01, discount=0.99,
+                reward_clipping='none', rmsprop_epsilon=0.01,
+                max_episode_steps=500, noop_max=0)
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    'paper_atari': paper_atari,
+    'cpu_atari': cpu_atari,
+    'cartpole': cartpole,
+}
+
+
+def get_preset(name: str) -> Config:
+  if name not in PRESETS:
+    raise ValueError(f'unknown preset {name!r}; choose one of '
+                     f'{", ".join(sorted(PRESETS))}.')
+  return PRESETS[name]()
