@@ -96,6 +96,28 @@ def entropy_loss(logits: Array, mask: Array) -> Array:
   return -jnp.sum(mask * entropy(logits))
 
 
+def masked_vtrace(log_rhos: Array, discounts: Array, rewards: Array,
+                  values: Array, bootstrap_value: Array, mask: Array,
+                  **vtrace_kwargs) -> vtrace_lib.VTraceReturns:
+  """V-trace over a trajectory with non-transitions masked out.
+
+  A masked step gets importance weight 0 (``log_rho = -inf``): its target is
+  ``V(x_t)`` and the trace does not read across it, so a step before an
+  envpool reset bootstraps from ``V`` of the real final observation.
+
+  Args:
+    log_rhos, discounts, rewards, values: ``[T, B]``.
+    bootstrap_value: ``[B]``.
+    mask: ``[T, B]``, 0 at steps that are not transitions.
+    **vtrace_kwargs: thresholds and ``lambda_`` for ``vtrace.vtrace``.
+  """
+  chex.assert_equal_shape([log_rhos, mask])
+  masked_log_rhos = jnp.where(mask > 0, log_rhos, -jnp.inf)
+  return vtrace_lib.vtrace(
+      masked_log_rhos, discounts, rewards, jax.lax.stop_gradient(values),
+      jax.lax.stop_gradient(bootstrap_value), **vtrace_kwargs)
+
+
 class LossOutput(NamedTuple):
   """Scalar loss terms and diagnostics of one IMPALA loss evaluation."""
   total_loss: Array
@@ -154,10 +176,8 @@ def impala_loss(
   mask = mask.astype(values.dtype)
   log_rhos = importance_log_ratios(
       jax.lax.stop_gradient(learner_logits), behaviour_logits, actions)
-  masked_log_rhos = jnp.where(mask > 0, log_rhos, -jnp.inf)
-  returns = vtrace_lib.vtrace(
-      masked_log_rhos, discounts, rewards, jax.lax.stop_gradient(values),
-      jax.lax.stop_gradient(bootstrap_value),
+  returns = masked_vtrace(
+      log_rhos, discounts, rewards, values, bootstrap_value, mask,
       clip_rho_threshold=clip_rho_threshold,
       clip_c_threshold=clip_c_threshold,
       clip_pg_rho_threshold=clip_pg_rho_threshold, lambda_=lambda_)
