@@ -1,0 +1,214 @@
+"""Orbax checkpoints of the learner's ``TrainState`` (outer shell: does I/O).
+
+Layout: ``directory/<update_count>/{state,meta}``: ``state`` holds params,
+opt_state, rng, update_count and skipped_updates (host NumPy arrays,
+``StandardSave``); ``meta`` is JSON: ``frames`` (the host counter of the
+``TrainState``), ``update_count`` and whatever the runtime adds (config
+dict, actor seeds, wall time, ...).
+
+Crash safety: orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and
+renames it to ``<step>`` only once every file is written (local file
+systems; on GCS it writes ``commit_success.txt`` last). Unfinished temp
+directories are never listed as steps and are removed when the step is saved
+again. ``save`` waits for the write to finish by default, so once it has
+returned a SIGKILL leaves either the new step whole or not at all; the
+previous steps are untouched (tested with a real SIGKILL).
+
+Multi-host: every process may restore; only ``is_primary`` writes. The
+manager is confined to its own process (``active_processes={me}``), so
+orbax's cross-process barriers are skipped and process 0 can save alone
+(the state is replicated host NumPy, no sharded arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from impala_jax.learner import TrainState
+
+_ARRAY_FIELDS = ('params', 'opt_state', 'rng', 'update_count',
+                 'skipped_updates')
+
+
+def _is_typed_key(x) -> bool:
+  dtype = getattr(x, 'dtype', None)
+  return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _host_tree(state: TrainState) -> Dict[str, Any]:
+  """The array part of a state as a dict of host NumPy pytrees."""
+  rng = state.rng
+  if _is_typed_key(rng):
+    rng = jax.random.key_data(rng)
+  tree = {name: getattr(state, name) for name in _ARRAY_FIELDS}
+  tree['rng'] = rng
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def _jsonable(value: Any) -> Any:
+  """Dataclasses, tuples, NumPy scalars/arrays -> plain JSON values."""
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return _jsonable(dataclasses.asdict(value))
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return np.asarray(value).tolist()
+  return value
+
+
+class Checkpointer:
+  """Saves and restores the learner's ``TrainState`` with orbax.
+
+  Args:
+    directory: checkpoint root (made absolute; the primary creates it).
+    max_to_keep: newest checkpoints kept; older ones are deleted.
+    is_primary: False makes ``save`` a no-op (restore still works).
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: Optional[int] = 3,
+               is_primary: bool = True):
+    self.directory = os.path.abspath(os.fspath(directory))
+    self.is_primary = is_primary
+    me = jax.process_index()
+    self._options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        # orbax refuses create=True together with active_processes.
+        create=False,
+        read_only=not is_primary,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me},
+            barrier_sync_key_prefix=f'impala_jax_ckpt_p{me}'))
+    self._manager: Optional[ocp.CheckpointManager] = None
+    if is_primary:
+      os.makedirs(self.directory, exist_ok=True)
+      self._manager = ocp.CheckpointManager(self.directory,
+                                            options=self._options)
+
+  def _refresh(self) -> Optional[ocp.CheckpointManager]:
+    """The manager with an up-to-date step list (None: nothing to read)."""
+    if self._manager is None:
+      # A read-only manager wants an existing directory: made lazily.
+      if not os.path.isdir(self.directory):
+        return None
+      self._manager = ocp.CheckpointManager(self.directory,
+                                            options=self._options)
+    else:
+      self._manager.wait_until_finished()
+      self._manager.reload()
+    return self._manager
+
+  @staticmethod
+  def has_checkpoint(directory: str) -> bool:
+    """Whether ``directory`` holds at least one finished checkpoint."""
+    directory = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(directory):
+      return False
+    return bool(ocp.utils.checkpoint_steps(directory))
+
+  def latest_step(self) -> Optional[int]:
+    manager = self._refresh()
+    return None if manager is None else manager.latest_step()
+
+  def all_steps(self):
+    manager = self._refresh()
+    return [] if manager is None else list(manager.all_steps())
+
+  def save(self, state: TrainState, meta: Optional[Dict[str, Any]] = None, *,
+           wait: bool = True) -> bool:
+    """Writes ``state`` at step ``update_count``; returns whether it wrote.
+
+    ``meta`` (JSON-able; dataclasses such as ``Config`` are converted) is
+    stored beside it with ``frames`` and ``update_count`` added. A step that
+    already exists (e.g. the shutdown checkpoint right after a periodic one)
+    is not written twice. ``wait=False`` returns while orbax still writes in
+    the background: call ``wait_until_finished`` before trusting it.
+    """
+    if not self.is_primary:
+      return False
+    tree = _host_tree(state)
+    step = int(tree['update_count'])
+    meta = dict(_jsonable(meta or {}))
+    meta['frames'] = int(state.frames or 0)
+    meta['update_count'] = step
+    meta['skipped_updates'] = int(tree['skipped_updates'])
+    meta['rng_typed'] = _is_typed_key(state.rng)
+    self._manager.wait_until_finished()
+    if step in self._manager.all_steps():
+      return False
+    saved = self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+        force=True)
+    if wait:
+      self._manager.wait_until_finished()
+    return bool(saved)
+
+  def restore(self, template: TrainState, step: Optional[int] = None
+              ) -> Optional[Tuple[TrainState, Dict[str, Any]]]:
+    """The latest (or given) checkpoint in the structure of ``template``.
+
+    ``template`` is a freshly initialised ``TrainState`` of the same config:
+    its pytree structure (optax's NamedTuples included), shapes and dtypes
+    are the restore target, and its ``rng`` decides whether a typed key or
+    a raw ``uint32`` key comes back. Arrays come back as host NumPy (like
+    ``Learner.state()``); ``frames`` from the meta. None without checkpoint.
+    """
+    manager = self._refresh()
+    if manager is None:
+      return None
+    if step is None:
+      step = manager.latest_step()
+    if step is None:
+      return None
+    target = _host_tree(template)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    leaves = jax.tree_util.tree_leaves(restored['state'])
+    target_leaves, treedef = jax.tree_util.tree_flatten(target)
+    if len(leaves) != len(target_leaves):
+      raise ValueError(f'checkpoint step {step} in {self.directory} has '
+                       f'{len(leaves)} arrays, the template {len(target_leaves)}:'
+                       ' was it written with another network or optimizer?')
+    for got, want in zip(leaves, target_leaves):
+      if np.shape(got) != np.shape(want):
+        raise ValueError(f'checkpoint step {step} in {self.directory}: array '
+                         f'of shape {np.shape(got)} where the template has '
+                         f'{np.shape(want)}; different network config?')
+    leaves = [np.asarray(got, dtype=np.asarray(want).dtype)
+              for got, want in zip(leaves, target_leaves)]
+    tree = jax.tree_util.tree_unflatten(treedef, leaves)
+    meta = dict(restored['meta'] or {})
+    rng = tree['rng']
+    if _is_typed_key(template.rng):
+      rng = jax.random.wrap_key_data(rng, impl=jax.random.key_impl(
+          template.rng))
+    state = TrainState(params=tree['params'], opt_state=tree['opt_state'],
+                       rng=rng, update_count=tree['update_count'],
+                       skipped_updates=tree['skipped_updates'],
+                       frames=int(meta.get('frames', 0)))
+    return state, meta
+
+  def wait_until_finished(self):
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+
+  def close(self):
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+      self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

@@ -1,0 +1,418 @@
+"""The metrics of a run: one CSV/TensorBoard writer, a progress line, and the
+small thread-safe accumulators the runtime feeds (outer shell: does I/O).
+
+CSV design (``logdir/metrics.csv``)
+-----------------------------------
+* Every row must carry ``frames`` (env steps x action repeat); it is the
+  TensorBoard step and the key that resume truncates on.
+* Columns are the union of all keys ever written, in first-seen order
+  (``columns=`` fixes the order of the first ones). A row missing a column
+  writes an empty cell. A row bringing a *new* key widens the header: the
+  file is rewritten once, atomically (temp file + ``os.replace``), with the
+  new column empty in the old rows. This is rare (the set of metrics is fixed
+  after the first log or two), keeps a single header line, and never drops a
+  value.
+* Each row is flushed and ``fsync``'d, so a crash loses at most the row
+  being written; a torn last line (no trailing newline) is discarded when the
+  file is read back.
+* ``resume_from_frames=F`` keeps the existing rows with ``frames <= F`` (the
+  last checkpoint) and drops the later ones, written after that checkpoint
+  and before the crash, so the curve continues where the restored state is.
+  ``resume_from_frames=None`` starts a new file (an existing one is replaced:
+  nothing in it is backed by a checkpoint).
+* Values: ints (Python, NumPy, bools) as ints, floats in ``%.7g``, 0-d
+  arrays as their scalar, ``None`` as empty, strings as they are.
+
+TensorBoard gets every numeric key except ``frames`` as a scalar at step
+``frames`` (keys with a ``/``, e.g. ``loss/total``, group in the UI). On
+resume the writer is opened with ``purge_step=F+1`` so TensorBoard hides
+the stale events past the checkpoint. Events are flushed with every row.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import logging
+import math
+import numbers
+import os
+import sys
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+
+import numpy as np
+
+CSV_NAME = 'metrics.csv'
+FRAMES = 'frames'
+
+
+def _scalar(value: Any) -> Any:
+  """NumPy / JAX scalars and 0-d arrays -> Python scalars."""
+  if isinstance(value, (bool, int, float, str)) or value is None:
+    return value
+  if isinstance(value, np.generic):
+    return value.item()
+  if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+    array = np.asarray(value)
+    if array.ndim == 0:
+      return array.item()
+  return value
+
+
+def format_value(value: Any) -> str:
+  """One CSV cell: ints as ints, floats compact (``%.7g``), None empty."""
+  value = _scalar(value)
+  if value is None:
+    return ''
+  if isinstance(value, bool):
+    return str(int(value))
+  if isinstance(value, numbers.Integral):
+    return str(int(value))
+  if isinstance(value, numbers.Real):
+    return format(float(value), '.7g')
+  return str(value)
+
+
+def _read_csv(path: str):
+  """(header, rows as lists of str) of an existing file; torn tail dropped."""
+  with open(path, newline='') as f:
+    text = f.read()
+  if text and not text.endswith('\n'):
+    text = text[:text.rfind('\n') + 1]   # a row cut by a crash mid-write
+  lines = list(csv.reader(io.StringIO(text)))
+  if not lines:
+    return [], []
+  return lines[0], lines[1:]
+
+
+def _parse_frames(cell: str) -> Optional[float]:
+  try:
+    return float(cell)
+  except (TypeError, ValueError):
+    return None
+
+
+def _write_atomically(path: str, header: Sequence[str],
+                      rows: Iterable[Sequence[str]]):
+  tmp = path + '.tmp'
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  _fsync_dir(os.path.dirname(path))
+
+
+def _fsync_dir(directory: str):
+  try:
+    fd = os.open(directory or '.', os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+class MetricsWriter:
+  """The one metrics writer of a run: ``logdir/metrics.csv`` + TensorBoard.
+
+  Args:
+    logdir: directory (created) for ``metrics.csv`` and TensorBoard events.
+    resume_from_frames: frames of the checkpoint being resumed; rows past it
+      are dropped. None: a new run, a fresh file.
+    tensorboard: also write TensorBoard scalars (tensorboardX).
+    is_primary: False makes every method a no-op (non-zero processes of a
+      multi-host run).
+    columns: optional initial column order; more keys may still come.
+  """
+
+  def __init__(self, logdir: str, *, resume_from_frames: Optional[int] = None,
+               tensorboard: bool = True, is_primary: bool = True,
+               columns: Optional[Sequence[str]] = None):
+    self.logdir = logdir
+    self.is_primary = is_primary
+    self.path = os.path.join(logdir, CSV_NAME)
+    self._lock = threading.Lock()
+    self._file: Optional[TextIO] = None
+    self._csv = None
+    self._tb = None
+    self._columns: List[str] = []
+    self._closed = False
+    if not is_primary:
+      return
+    os.makedirs(logdir, exist_ok=True)
+    initial = list(columns or [])
+    if resume_from_frames is not None and os.path.exists(self.path):
+      header, rows = _read_csv(self.path)
+      if header:
+        index = header.index(FRAMES) if FRAMES in header else None
+        def keep(row):
+          if index is None or index >= len(row):
+            return True
+          frames = _parse_frames(row[index])
+          return frames is None or frames <= resume_from_frames
+        kept = [row for row in rows if keep(row)]
+        self._columns = list(header)
+        _write_atomically(self.path, header, kept)
+      else:
+        os.remove(self.path)
+    elif os.path.exists(self.path):
+      os.remove(self.path)
+    for key in initial:
+      if key not in self._columns:
+        self._columns.append(key)
+    self._open()
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      except ImportError:  # pragma: no cover - tensorboardX is a dependency
+        logging.warning('tensorboardX missing: no TensorBoard events.')
+      else:
+        purge = None if resume_from_frames is None else resume_from_frames + 1
+        # pid suffix: a resumed run in the same second gets its own file.
+        self._tb = SummaryWriter(logdir, purge_step=purge,
+                                 filename_suffix=f'.{os.getpid()}')
+
+  @property
+  def columns(self) -> List[str]:
+    return list(self._columns)
+
+  def _open(self):
+    exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+    self._file = open(self.path, 'a', newline='')
+    self._csv = csv.writer(self._file)
+    if not exists and self._columns:
+      self._csv.writerow(self._columns)
+      self._sync()
+
+  def _sync(self):
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def _widen(self, new_keys: Sequence[str]):
+    """Adds columns: rewrites the file once with the wider header."""
+    self._file.close()
+    old = list(self._columns)
+    self._columns.extend(new_keys)
+    if os.path.getsize(self.path) > 0:
+      _, rows = _read_csv(self.path)
+      pad = [''] * (len(self._columns) - len(old))
+      _write_atomically(self.path, self._columns,
+                        (list(row) + pad for row in rows))
+      self._file = open(self.path, 'a', newline='')
+      self._csv = csv.writer(self._file)
+    else:
+      self._open()
+
+  def write(self, row: Dict[str, Any]):
+    """Appends one row (must contain ``frames``) to CSV and TensorBoard."""
+    if not self.is_primary:
+      return
+    if FRAMES not in row:
+      raise ValueError(f'metrics row needs a {FRAMES!r} key, got '
+                       f'{sorted(row)}.')
+    values = {key: _scalar(value) for key, value in row.items()}
+    frames = int(values[FRAMES])
+    with self._lock:
+      if self._closed:
+        raise ValueError('MetricsWriter is closed.')
+      new_keys = [key for key in values if key not in self._columns]
+      if new_keys:
+        if not self._columns:   # first row of a fresh file
+          self._columns.extend(new_keys)
+          self._csv.writerow(self._columns)
+        else:
+          self._widen(new_keys)
+      self._csv.writerow([format_value(values.get(key))
+                          for key in self._columns])
+      self._sync()
+      if self._tb is not None:
+        for key, value in values.items():
+          if key == FRAMES or isinstance(value, (str, bool)) or not isinstance(
+              value, numbers.Real):
+            continue
+          self._tb.add_scalar(key, float(value), global_step=frames)
+        self._tb.flush()   # rows are seconds apart: keep TB as fresh as CSV
+
+  def flush(self):
+    if not self.is_primary:
+      return
+    with self._lock:
+      if self._file is not None and not self._file.closed:
+        self._sync()
+      if self._tb is not None:
+        self._tb.flush()
+
+  def close(self):
+    if not self.is_primary:
+      return
+    with self._lock:
+      if self._closed:
+        return
+      self._closed = True
+      if self._file is not None and not self._file.closed:
+        self._sync()
+        self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def read_metrics(path: str) -> List[Dict[str, str]]:
+  """Rows of a ``metrics.csv`` (or a logdir) as dicts of strings."""
+  if os.path.isdir(path):
+    path = os.path.join(path, CSV_NAME)
+  header, rows = _read_csv(path)
+  return [dict(zip(header, row)) for row in rows]
+
+
+def human(x: float) -> str:
+  """3 significant digits with a K/M/G/T suffix: 1234567 -> '1.23M'."""
+  if x is None or not math.isfinite(x):
+    return 'n/a'
+  sign = '-' if x < 0 else ''
+  x = abs(x)
+  for unit in ('', 'K', 'M', 'G', 'T', 'P'):
+    if unit == '' and x == int(x) and x < 1000:
+      return f'{sign}{int(x)}'
+    if x < 999.5 or unit == 'P':
+      if x < 9.995:
+        return f'{sign}{x:.2f}{unit}'
+      if x < 99.95:
+        return f'{sign}{x:.1f}{unit}'
+      return f'{sign}{x:.0f}{unit}'
+    x /= 1000.0
+  raise AssertionError('unreachable')
+
+
+def format_duration(seconds: float) -> str:
+  if seconds is None or not math.isfinite(seconds) or seconds < 0:
+    return '-:--:--'
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f'{hours}:{minutes:02d}:{secs:02d}'
+
+
+class Progress:
+  """A live one-line progress display on ``stream``.
+
+  On a TTY the line is redrawn in place with ``'\\r'``; otherwise (CI logs,
+  files) each ``update`` prints one plain line.
+  """
+
+  def __init__(self, total_frames: int, *, stream: TextIO = sys.stdout):
+    self.total_frames = total_frames
+    self.stream = stream
+    try:
+      self.is_tty = bool(stream.isatty())
+    except (AttributeError, ValueError):
+      self.is_tty = False
+    self._width = 0
+    self._open_line = False
+
+  def line(self, frames: int, sps: float, episode_return: float,
+           extra: str = '') -> str:
+    total = max(self.total_frames, 1)
+    percent = 100.0 * frames / total
+    eta = (self.total_frames - frames) / sps if sps and sps > 0 else None
+    ret = ('n/a' if episode_return is None or not math.isfinite(
+        episode_return) else f'{episode_return:.1f}')
+    text = (f'[{percent:5.1f}%] frames {human(frames)}/'
+            f'{human(self.total_frames)}  sps {human(sps)}  return {ret}  '
+            f'ETA {format_duration(max(eta, 0.0) if eta is not None else None)}')
+    if extra:
+      text += '  ' + extra
+    return text
+
+  def update(self, frames: int, sps: float, episode_return: float,
+             extra: str = ''):
+    text = self.line(frames, sps, episode_return, extra)
+    if self.is_tty:
+      pad = max(self._width - len(text), 0)
+      self.stream.write('\r' + text + ' ' * pad)
+      self._width = len(text)
+      self._open_line = True
+    else:
+      self.stream.write(text + '\n')
+    self.stream.flush()
+
+  def done(self):
+    if self.is_tty and self._open_line:
+      self.stream.write('\n')
+      self.stream.flush()
+    self._open_line = False
+    self._width = 0
+
+
+class EpisodeStats:
+  """Thread-safe accumulator of finished episodes (actor threads add, the
+  logging loop drains)."""
+
+  def __init__(self, history: int = 100):
+    self._lock = threading.Lock()
+    self._returns: List[float] = []
+    self._lengths: List[float] = []
+    self._recent = collections.deque(maxlen=history)
+    self.total_episodes = 0
+
+  def add(self, returns: Sequence[float], lengths: Sequence[float]):
+    returns = [float(r) for r in np.asarray(returns).reshape(-1)]
+    lengths = [float(n) for n in np.asarray(lengths).reshape(-1)]
+    if len(returns) != len(lengths):
+      raise ValueError(f'{len(returns)} returns but {len(lengths)} lengths.')
+    with self._lock:
+      self._returns.extend(returns)
+      self._lengths.extend(lengths)
+      self._recent.extend(returns)
+      self.total_episodes += len(returns)
+
+  def drain(self) -> Dict[str, float]:
+    """Means since the last drain (nan when none) and the count; clears."""
+    with self._lock:
+      returns, self._returns = self._returns, []
+      lengths, self._lengths = self._lengths, []
+    return {
+        'episode_return': float(np.mean(returns)) if returns else math.nan,
+        'episode_length': float(np.mean(lengths)) if lengths else math.nan,
+        'episodes': len(returns),
+    }
+
+  def last_returns(self, n: int = 100) -> List[float]:
+    """The last ``n`` returns (at most ``history``), oldest first."""
+    with self._lock:
+      recent = list(self._recent)
+    return recent[-n:] if n > 0 else []
+
+  def mean_recent_return(self, n: int = 100) -> float:
+    recent = self.last_returns(n)
+    return float(np.mean(recent)) if recent else math.nan
+
+
+class RateMeter:
+  """Frames per second over the interval since the previous ``rate`` call."""
+
+  def __init__(self, frames: int = 0, *, clock=time.monotonic):
+    self._clock = clock
+    self._frames = frames
+    self._time = clock()
+
+  def rate(self, frames_now: int) -> float:
+    now = self._clock()
+    elapsed = now - self._time
+    delta = frames_now - self._frames
+    self._time, self._frames = now, frames_now
+    return delta / elapsed if elapsed > 0 else 0.0
