@@ -1,14 +1,136 @@
-"""Training program (placeholder until the runtime issue lands)."""
+r"""Trains an IMPALA agent on an envpool environment.
 
+  python -m experiments.train --preset=cpu_atari --env=Breakout-v5 \
+      --total_frames=2000000 --logdir=runs/breakout --seed=1
+
+Every ``impala_jax.config.Config`` field is a flag (``--batch_size``,
+``--learning_rate``, ``--torso`` ...); ``--preset`` picks the starting values
+(``paper_atari``, ``cpu_atari``, ``cartpole``) and explicit flags override
+them. Thresholds that may be disabled take ``none``
+(``--clip_rho_threshold=none``). Device lists are comma separated indices
+into this host's devices (``--actor_devices=0 --learner_devices=1,2``).
+
+Writes ``LOGDIR/config.json``, ``LOGDIR/metrics.csv``, TensorBoard events and
+orbax checkpoints in ``LOGDIR/checkpoints`` (every
+``--checkpoint_every_seconds`` and at exit). Re-running with the same
+``--logdir`` resumes (``--noresume`` starts over in a new directory).
+Ctrl-C (SIGINT) or SIGTERM: finish the update, checkpoint, exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
 import sys
+import typing
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from impala_jax import config as config_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('preset', 'cpu_atari',
+                    'Starting values: ' + ', '.join(config_lib.PRESETS) + '.')
+flags.DEFINE_string('logdir', None,
+                    'Run directory (default: runs/<env>-<time>).')
+flags.DEFINE_boolean('resume', None,
+                     'Resume from LOGDIR/checkpoints (default: when present).')
+flags.DEFINE_boolean('async', True,
+                     'Actor threads + learner in parallel. --noasync: one '
+                     'thread alternates acting and learning (deterministic).')
+flags.DEFINE_boolean('progress', True, 'Print the live progress line.')
 
 
-def main():
-  print('impala_jax: the training program is not implemented yet; '
-        'see the open issue "Actors on envpool, the asynchronous runtime, '
-        'and the training program".')
+def _optional_float(text: str):
+  return None if text.lower() in ('none', 'off', '') else float(text)
+
+
+def _define_config_flags() -> dict:
+  """One flag per ``Config`` field, default None meaning "from the preset"."""
+  hints = typing.get_type_hints(config_lib.Config)
+  parsers = {}
+  for field in dataclasses.fields(config_lib.Config):
+    name, hint = field.name, hints[field.name]
+    help_text = f'Config.{name} (default from --preset).'
+    if hint is bool:
+      flags.DEFINE_boolean(name, None, help_text)
+      parsers[name] = lambda v: v
+    elif hint is int:
+      flags.DEFINE_integer(name, None, help_text)
+      parsers[name] = lambda v: v
+    elif hint is float:
+      flags.DEFINE_float(name, None, help_text)
+      parsers[name] = lambda v: v
+    elif hint is str:
+      flags.DEFINE_string(name, None, help_text)
+      parsers[name] = lambda v: v
+    elif hint == typing.Optional[float]:
+      flags.DEFINE_string(name, None, help_text + ' "none" disables.')
+      parsers[name] = _optional_float
+    elif typing.get_origin(hint) is tuple:
+      flags.DEFINE_list(name, None, help_text + ' Comma separated.')
+      parsers[name] = lambda v: tuple(int(x) for x in v)
+    else:
+      raise TypeError(f'no flag type for Config.{name}: {hint}')
+  return parsers
+
+
+_PARSERS = _define_config_flags()
+
+
+def config_from_flags() -> config_lib.Config:
+  """The preset, overridden by every flag given on the command line."""
+  config = config_lib.get_preset(FLAGS.preset)
+  overrides = {}
+  for name, parse in _PARSERS.items():
+    value = FLAGS[name].value
+    if value is not None:
+      try:
+        overrides[name] = parse(value)
+      except ValueError:
+        raise ValueError(f'--{name}={value!r} is not valid for this flag.'
+                         ) from None
+  return dataclasses.replace(config, **overrides).validate()
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]}; flags look like '
+          '--name=value.', file=sys.stderr)
+    return 2
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  # Imported here so that --help and flag errors answer instantly.
+  from impala_jax import runtime  # pylint: disable=import-outside-toplevel
+  try:
+    config = config_from_flags()
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  logdir = FLAGS.logdir or os.path.join(
+      'runs', f'{config.env}-{datetime.datetime.now():%Y%m%d-%H%M%S}')
+  print(f'impala_jax: {config.env}, preset {FLAGS.preset}, '
+        f'{config.total_frames:,} frames (env steps x action repeat), '
+        f'logdir {logdir}', flush=True)
+  try:
+    result = runtime.train(config, logdir, sync=not FLAGS['async'].value,
+                           resume=FLAGS.resume, progress=FLAGS.progress)
+  except runtime.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  recent = result.recent_returns[-20:]
+  mean = sum(recent) / len(recent) if recent else float('nan')
+  print(f'done: {result.frames:,} frames, {result.updates} updates, '
+        f'{result.episodes} games, mean return of the last {len(recent)} '
+        f'games {mean:.1f}' + (' (stopped by signal; checkpoint written)'
+                               if result.stopped_by_signal else ''),
+        flush=True)
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  app.run(main)
