@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -44,14 +41,12 @@ from absl import flags
 import jax
 import numpy as np
 
-from impala_jax import learner as learner_lib
-from impala_jax import testing
+from experiments import _bench_common as common
 from impala_jax.config import TORSOS, Config
 
 OBS_SHAPE = (4, 84, 84)
 OBS_DTYPE = np.uint8
 ACTION_REPEAT = 4
-NUM_TRAJECTORIES = 2  # pre-generated, used in turn
 
 _TORSOS = flags.DEFINE_list('torsos', ['shallow', 'deep'],
                             f'Torsos to time; any of {", ".join(TORSOS)}.')
@@ -128,53 +123,10 @@ def _parse_settings():
   return n, settings
 
 
-def _timed(fn):
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - start
-
-
 def bench_one(config: Config, n: int) -> dict:
-  T, B = config.unroll_length, config.batch_size
-  num_actions = _NUM_ACTIONS.value
-  network = learner_lib.make_network(config, num_actions)
-  learner = learner_lib.Learner(config, network, jax.local_devices()[:n],
-                                OBS_SHAPE, OBS_DTYPE,
-                                action_repeat=ACTION_REPEAT,
-                                rng=jax.random.PRNGKey(0))
-  lstm_size = config.lstm_size if config.use_lstm else 0
-  host = [testing.synthetic_trajectory(seed, T, B, OBS_SHAPE, OBS_DTYPE,
-                                       num_actions, lstm_size=lstm_size)
-          for seed in range(NUM_TRAJECTORIES)]
-  on_device = [jax.block_until_ready(learner.put_trajectory(t))
-               for t in host]
-
-  first_call = _timed(lambda: learner.update(on_device[0]))
-  for i in range(_WARMUP.value):
-    learner.update(on_device[i % NUM_TRAJECTORIES])
-    jax.block_until_ready(learner.update(host[i % NUM_TRAJECTORIES]))
-
-  device_s, transfer_s = [], []
-  for i in range(_ITERS.value):
-    k = i % NUM_TRAJECTORIES
-    device_s.append(_timed(lambda: learner.update(on_device[k])))
-    transfer_s.append(_timed(lambda: learner.update(host[k])))
-
-  median = statistics.median(device_s)
-  median_transfer = statistics.median(transfer_s)
-  steps = T * B
-  return {
-      'torso': config.torso, 'T': T, 'B': B, 'devices': n,
-      'use_lstm': config.use_lstm,
-      'compile_s': first_call - median,
-      'first_call_s': first_call,
-      'update_ms_median': 1e3 * median,
-      'update_ms_mean': 1e3 * statistics.mean(device_s),
-      'update_ms_median_with_transfer': 1e3 * median_transfer,
-      'fps': steps * ACTION_REPEAT / median,
-      'fps_with_transfer': steps * ACTION_REPEAT / median_transfer,
-      'env_steps_per_s': steps / median,
-  }
+  return common.time_learner(config, jax.local_devices()[:n], OBS_SHAPE,
+                             OBS_DTYPE, ACTION_REPEAT, _NUM_ACTIONS.value,
+                             warmup=_WARMUP.value, iters=_ITERS.value)
 
 
 def main(argv):
@@ -182,14 +134,7 @@ def main(argv):
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   n, settings = _parse_settings()
   dev = jax.local_devices()[0]
-  machine = {
-      'platform': platform.platform(),
-      'processor': platform.processor() or platform.machine(),
-      'cpu_count': os.cpu_count(), 'python': sys.version.split()[0],
-      'jax': jax.__version__, 'backend': jax.default_backend(),
-      'device_kind': dev.device_kind,
-      'local_device_count': len(jax.local_devices()), 'devices_used': n,
-  }
+  machine = dict(common.machine_info(), devices_used=n)
   print(f'learner throughput: {n} x {dev.device_kind} ({machine["backend"]}),'
         f' jax {jax.__version__}, obs [T+1, B, 4, 84, 84] uint8, '
         f'{_NUM_ACTIONS.value} actions, lstm={_USE_LSTM.value}; '

@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import os
 import sys
+import traceback
 import typing
 
 from absl import app
@@ -122,6 +123,12 @@ def main(argv):
   except runtime.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except Exception as e:  # pylint: disable=broad-except
+    # A failure inside the run (an actor thread, the learner): the full
+    # traceback for debugging, then the one-line reason last.
+    traceback.print_exc()
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   recent = result.recent_returns[-20:]
   mean = sum(recent) / len(recent) if recent else float('nan')
   print(f'done: {result.frames:,} frames, {result.updates} updates, '

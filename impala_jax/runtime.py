@@ -355,17 +355,19 @@ def _save(checkpointer, learner, config, wall_start) -> None:
   checkpointer.save(state, {
       'frames': state.frames, 'update_count': int(state.update_count),
       'wall_time': time.time() - wall_start,
-      'config': _jsonable(dataclasses.asdict(config))})
+      'config': config_dict(config)})
 
 
-def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+def config_dict(config: Config) -> Dict[str, Any]:
+  """The config as a JSON-ready dict (tuples become lists)."""
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(config).items()}
 
 
 def _write_config(logdir: str, config: Config, spec, start_update: int):
   path = os.path.join(logdir, 'config.json')
   payload = {
-      'config': _jsonable(dataclasses.asdict(config)),
+      'config': config_dict(config),
       'env_spec': {'env_id': spec.env_id, 'obs_shape': list(spec.obs_shape),
                    'obs_dtype': str(np.dtype(spec.obs_dtype)),
                    'num_actions': spec.num_actions,
