@@ -67,11 +67,13 @@ def time_learner(config: Config, devices: Sequence[jax.Device],
     jax.block_until_ready(learner.update(host[i % NUM_TRAJECTORIES]))
 
   device_s, transfer_s = [], []
+  cpu0, wall0 = time.process_time(), time.perf_counter()
   for i in range(iters):
     k = i % NUM_TRAJECTORIES
     device_s.append(_timed(lambda: learner.update(on_device[k])))
     transfer_s.append(_timed(lambda: learner.update(host[k])))
 
+  cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
   median = statistics.median(device_s)
   median_transfer = statistics.median(transfer_s)
   steps = T * B
@@ -86,6 +88,10 @@ def time_learner(config: Config, devices: Sequence[jax.Device],
       'fps': steps * action_repeat / median,
       'fps_with_transfer': steps * action_repeat / median_transfer,
       'env_steps_per_s': steps / median,
+      # Process CPU time per frame over the timed updates (all threads):
+      # what an update costs in core-seconds, whatever its parallelism.
+      'cpu_s_per_frame': cpu_s / (2 * iters * steps * action_repeat),
+      'cores_busy': cpu_s / wall_s,
   }
 
 
@@ -105,12 +111,15 @@ def random_env_fps(make_env_fn, num_actions: int, seconds: float,
     warm_until = time.perf_counter() + min(2.0, seconds / 5)
     while time.perf_counter() < warm_until:
       step()
-    steps, start = 0, time.perf_counter()
+    steps, start, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
       steps += step()
     elapsed = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu0
   finally:
     env.close()
   return {'env_steps': steps, 'seconds': elapsed,
           'env_steps_per_s': steps / elapsed,
-          'fps': steps * action_repeat / elapsed}
+          'fps': steps * action_repeat / elapsed,
+          'cpu_s_per_frame': cpu_s / (steps * action_repeat),
+          'cores_busy': cpu_s / elapsed}

@@ -66,10 +66,21 @@ def total_updates(config: Config, action_repeat: int) -> int:
                   frames_per_update(config, action_repeat)))
 
 
+def resolve_torso_chunk(config: Config, backend: Optional[str] = None) -> int:
+  """``config.torso_chunk``, with -1 (auto) resolved: slices of 64 for the
+  conv torsos on a CPU backend (2.9x faster there, BUILD_NOTES.md), one
+  batch on GPU/TPU and for the MLP torso."""
+  if config.torso_chunk >= 0:
+    return config.torso_chunk
+  backend = backend or jax.default_backend()
+  return 64 if backend == 'cpu' and config.torso != 'mlp' else 0
+
+
 def make_network(config: Config, num_actions: int) -> networks.AgentNetwork:
   return networks.AgentNetwork(
       num_actions=num_actions, torso=config.torso, use_lstm=config.use_lstm,
-      lstm_size=config.lstm_size, mlp_sizes=tuple(config.mlp_sizes))
+      lstm_size=config.lstm_size, mlp_sizes=tuple(config.mlp_sizes),
+      torso_chunk=resolve_torso_chunk(config))
 
 
 def learning_rate_schedule(config: Config,

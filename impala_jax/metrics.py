@@ -239,6 +239,8 @@ class MetricsWriter:
           if key == FRAMES or isinstance(value, (str, bool)) or not isinstance(
               value, numbers.Real):
             continue
+          if not math.isfinite(float(value)):
+            continue  # e.g. no game finished in the interval: a gap, not NaN
           self._tb.add_scalar(key, float(value), global_step=frames)
         self._tb.flush()   # rows are seconds apart: keep TB as fresh as CSV
 

@@ -127,3 +127,13 @@ def test_metrics_are_reported():
 def test_batch_must_split_over_devices():
   with pytest.raises(ValueError, match='divisible'):
     Config(batch_size=5, learner_devices=(0, 1)).validate()
+
+
+def test_torso_chunk_auto_resolves_per_backend():
+  config = Config(torso='shallow')  # torso_chunk=-1: auto
+  assert learner_lib.resolve_torso_chunk(config, 'cpu') == 64
+  assert learner_lib.resolve_torso_chunk(config, 'gpu') == 0
+  mlp = Config(torso='mlp')
+  assert learner_lib.resolve_torso_chunk(mlp, 'cpu') == 0
+  fixed = Config(torso='deep', torso_chunk=32)
+  assert learner_lib.resolve_torso_chunk(fixed, 'tpu') == 32

@@ -411,3 +411,25 @@ def test_uint8_observation_equals_float_divided_by_255(torso, obs_shape):
       observation=x.observation.astype(jnp.float32)), (),
                          method=AgentNetwork.step)
   assert np.abs(out_raw.policy_logits - out.policy_logits).max() > 1e-3
+
+
+def test_torso_chunks_give_the_same_outputs_and_gradients():
+  """``torso_chunk`` only changes how XLA runs the torso, not the math
+  (uneven last slice included: 3 * 5 = 15 = 4 + 4 + 4 + 3)."""
+  inputs = _random_inputs(np.random.default_rng(0), (3, 5), PIXELS,
+                          jnp.uint8)
+  whole = AgentNetwork(num_actions=A, torso='shallow')
+  sliced = AgentNetwork(num_actions=A, torso='shallow', torso_chunk=4)
+  params = whole.init(jax.random.PRNGKey(1), inputs, whole.initial_state(5))
+  sliced_params = sliced.init(jax.random.PRNGKey(1), inputs,
+                              sliced.initial_state(5))
+  chex.assert_trees_all_equal_shapes(params, sliced_params)
+
+  def loss(p, net):
+    out, _ = net.apply(p, inputs, net.initial_state(5))
+    return jnp.sum(out.policy_logits ** 2) + jnp.sum(out.value)
+
+  (l1, g1), (l2, g2) = (jax.value_and_grad(loss)(params, net)
+                        for net in (whole, sliced))
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
