@@ -254,6 +254,13 @@ class Learner:
                       action_repeat, rng)
     metrics = learner.update(trajectory)   # host Trajectory [T+1, B]
     params = learner.params()              # unreplicated, for the actors
+
+  Several processes (``jax.distributed``): ``devices`` lists the learner
+  devices of *all* processes (global order); each process passes its own
+  actors' trajectories ``[T+1, B / num_processes]`` to ``update`` and they
+  become its devices' shards of the global batch. Every process must call
+  ``update`` the same number of times (each is a collective). ``frames``
+  counts the global batch, i.e. all processes' frames.
   """
 
   def __init__(self, config: Config, network: networks.AgentNetwork,
@@ -262,6 +269,10 @@ class Learner:
                state: Optional[TrainState] = None):
     self.config = config
     self.devices = list(devices)
+    me = jax.process_index()
+    self.local_devices = [d for d in self.devices if d.process_index == me]
+    if not self.local_devices:
+      raise ValueError(f'none of the learner devices belongs to process {me}.')
     self.action_repeat = action_repeat
     self.frames_per_update = frames_per_update(config, action_repeat)
     if state is None:
@@ -272,7 +283,7 @@ class Learner:
         jax.sharding.Mesh(np.array(self.devices), (AXIS,)),
         jax.sharding.PartitionSpec(AXIS))
     self._state = self._put(jax.tree_util.tree_map(
-        lambda x: np.stack([np.asarray(x)] * self.num_devices),
+        lambda x: np.stack([np.asarray(x)] * len(self.local_devices)),
         state._replace(frames=None)))
     step = functools.partial(update_step, network=network, config=config,
                              action_repeat=action_repeat, axis_name=AXIS)
@@ -284,12 +295,15 @@ class Learner:
     return len(self.devices)
 
   def _put(self, tree):
-    """Host pytree with leading axis ``D`` -> one shard per learner device."""
-    return jax.device_put(tree, self._sharding)
+    """Host pytree with leading axis ``D_local`` -> one shard per local
+    learner device, as this process's part of global ``[D, ...]`` arrays."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(self._sharding, x),
+        tree)
 
   def put_trajectory(self, trajectory: Trajectory) -> Trajectory:
-    """Host ``[T(+1), B]`` trajectory -> device shards along B."""
-    return self._put(shard_trajectory(trajectory, self.num_devices))
+    """Host ``[T(+1), B_local]`` trajectory -> local device shards along B."""
+    return self._put(shard_trajectory(trajectory, len(self.local_devices)))
 
   def update(self, trajectory: Trajectory) -> Metrics:
     """One update; ``trajectory`` on host or from ``put_trajectory``."""
@@ -298,13 +312,21 @@ class Learner:
       trajectory = self.put_trajectory(trajectory)
     self._state, metrics = self._update(self._state, trajectory)
     self.frames += self.frames_per_update
-    return jax.tree_util.tree_map(lambda x: x[0], metrics)
+    return _first_local(metrics)
 
   def params(self):
-    """Current params of device 0 (a device array pytree)."""
-    return jax.tree_util.tree_map(lambda x: x[0], self._state.params)
+    """Current params on this process's first learner device."""
+    return _first_local(self._state.params)
 
   def state(self) -> TrainState:
-    """Unreplicated copy of the full state, fetched to host (checkpoints)."""
-    host = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], self._state))
+    """Unreplicated copy of the full state, fetched to host (checkpoints).
+    Local: no collective, so process 0 can save alone."""
+    host = jax.device_get(_first_local(self._state))
     return host._replace(frames=self.frames)
+
+
+def _first_local(tree):
+  """``[D, ...]`` replicated global arrays -> the ``[...]`` value held by
+  this process's first device (never touches other processes' shards)."""
+  return jax.tree_util.tree_map(lambda x: x.addressable_shards[0].data[0],
+                                tree)

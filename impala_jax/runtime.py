@@ -59,6 +59,8 @@ class RunResult:
   episodes: int
   recent_returns: List[float]
   stopped_by_signal: bool = False
+  local_frames: int = 0     # frames this process's actors contributed
+  params: Any = None        # final parameters (host NumPy pytree)
 
 
 # --------------------------------------------------------------- set-up ---
@@ -98,7 +100,13 @@ def check_config(config: Config):
   except ValueError as e:
     raise ConfigError(str(e)) from None
   actor_devices = select_devices(config.actor_devices, 'actor_devices')
-  learner_devices = select_devices(config.learner_devices, 'learner_devices')
+  select_devices(config.learner_devices, 'learner_devices')
+  learner_devices = global_learner_devices(config.learner_devices)
+  if config.batch_size % len(learner_devices):
+    raise ConfigError(
+        f'--batch_size={config.batch_size} must be divisible by the number '
+        f'of learner devices over all {jax.process_count()} process(es) '
+        f'({len(learner_devices)}).')
   is_pixels = len(spec.obs_shape) == 3
   if is_pixels and config.torso == 'mlp':
     raise ConfigError(f'{config.env} has pixel observations {spec.obs_shape};'
@@ -107,6 +115,16 @@ def check_config(config: Config):
     raise ConfigError(f'{config.env} has vector observations '
                       f'{spec.obs_shape}; use --torso=mlp.')
   return spec, actor_devices, learner_devices
+
+
+def global_learner_devices(indices: Sequence[int]) -> List[jax.Device]:
+  """The learner devices of every process: the same local ``indices`` on
+  each (one process: just this host's), in process order."""
+  devices = []
+  for p in range(jax.process_count()):
+    local = jax.local_devices(process_index=p)
+    devices.extend(local[i] for i in indices)
+  return devices
 
 
 # ------------------------------------------------------- params store ---
@@ -159,6 +177,14 @@ class _ActorThread(threading.Thread):
       self.stop.set()
 
 
+def _any_process(flag: bool) -> bool:
+  """True on every process when ``flag`` is True on any (a collective, so
+  a stop or a failure on one process ends the run after the same update
+  everywhere instead of leaving the others waiting in the next one)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
 def _fault_after() -> int:
   spec = os.environ.get(FAULT_ENV_VAR, '')
   if spec.startswith('actor:'):
@@ -189,6 +215,8 @@ def train(config: Config, logdir: str, *, sync: bool = False,
     compiling) and re-raises the first exception of any actor thread.
   """
   spec, actor_devices, learner_devices = check_config(config)
+  process, primary = jax.process_index(), jax.process_index() == 0
+  local_batch = config.batch_size // jax.process_count()
   os.makedirs(logdir, exist_ok=True)
   ckpt_dir = os.path.join(logdir, 'checkpoints')
   if resume is None:
@@ -198,7 +226,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   rng = jax.random.PRNGKey(config.seed)
   template = learner_lib.init_train_state(
       config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat, rng)
-  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir)
+  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=primary)
   meta: Dict[str, Any] = {}
   state = template
   if resume:
@@ -211,7 +239,8 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       config, network, learner_devices, spec.obs_shape, spec.obs_dtype,
       spec.action_repeat, rng, state=state)
   start_update = int(state.update_count)
-  _write_config(logdir, config, spec, start_update)
+  if primary:
+    _write_config(logdir, config, spec, start_update)
 
   store = ParamsStore(learner.params(), start_update)
   policy_step = actor_lib.make_policy_step(network)
@@ -219,19 +248,22 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   for i in range(config.num_actors):
     # Fresh, distinct streams per actor and per resume (envpool's own state
     # cannot be checkpointed; the action-sampling RNG is reseeded instead).
-    seed = config.seed * 10_007 + i * 101 + start_update * 7
+    seed = (config.seed * 10_007 + i * 101 + start_update * 7
+            + process * 1_000_003)
     env = make_env(config.env, num_envs=config.num_envs,
                    batch_size=config.env_batch_size, seed=seed,
                    num_threads=config.env_threads, **env_options(config))
     actors.append(actor_lib.Actor(
         env, network, store.get, unroll_length=config.unroll_length,
-        batch_size=config.batch_size, discount=config.discount,
+        batch_size=local_batch, discount=config.discount,
         device=actor_devices[i % len(actor_devices)], seed=seed,
         policy_step=policy_step))
 
   writer = metrics_lib.MetricsWriter(
-      logdir, resume_from_frames=learner.frames if resume else None)
-  progress_line = metrics_lib.Progress(config.total_frames) if progress else None
+      logdir, resume_from_frames=learner.frames if resume else None,
+      is_primary=primary)
+  progress_line = (metrics_lib.Progress(config.total_frames)
+                   if progress and primary else None)
   episodes = metrics_lib.EpisodeStats()
   rate = metrics_lib.RateMeter()
   rate.rate(learner.frames)
@@ -249,6 +281,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       previous_handlers[sig] = signal.signal(sig, on_signal)
 
   fail_after = _fault_after()
+  multi_process = jax.process_count() > 1
   if not sync:
     for i, actor in enumerate(actors):
       threads.append(_ActorThread(i, actor, trajectories, stop, errors,
@@ -257,6 +290,9 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       t.start()
 
   def next_item():
+    """The next (trajectory, stats); None when the run should stop."""
+    if stop_signal.is_set():
+      return None
     if sync:
       if 0 <= fail_after <= sync_state['produced']:
         raise RuntimeError(f'injected fault in actor-0 after '
@@ -266,6 +302,8 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       return actor.next_trajectory()
     while True:
       if errors:
+        if multi_process:
+          return None  # stop with the others; the error is raised below
         name, error = errors[0]
         raise RuntimeError(f'{name} failed: {type(error).__name__}: '
                            f'{error}') from error
@@ -281,13 +319,18 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   metrics: Dict[str, Any] = {}
   lags: List[int] = []
   updates = start_update
+  local_frames = 0
   wall_start = time.time() - float(meta.get('wall_time', 0.0))
   try:
-    while learner.frames < config.total_frames and not stop_signal.is_set():
+    while learner.frames < config.total_frames:
       item = next_item()
+      if multi_process and _any_process(item is None):
+        break  # every process leaves after the same update
       if item is None:
         break
       trajectory, stats = item
+      local_frames += (int(np.prod(trajectory.actions.shape))
+                       * spec.action_repeat)
       lags.extend((updates - trajectory.param_version).tolist())
       episodes.add(stats.game_returns, stats.game_lengths)
       metrics = learner.update(trajectory)
@@ -329,7 +372,9 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   return RunResult(frames=learner.frames, updates=updates,
                    episodes=episodes.total_episodes, recent_returns=list(
                        episodes.last_returns(100)),
-                   stopped_by_signal=stop_signal.is_set())
+                   stopped_by_signal=stop_signal.is_set(),
+                   local_frames=local_frames,
+                   params=jax.device_get(learner.params()))
 
 
 def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
