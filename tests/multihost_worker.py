@@ -1,10 +1,12 @@
 """One process of a multi-process CartPole run (tests/test_multihost.py).
 
-  python tests/multihost_worker.py PORT NUM_PROCESSES PROCESS_ID LOGDIR OUT
+  python tests/multihost_worker.py PORT NUM_PROCESSES PROCESS_ID LOGDIR OUT \
+      UPDATES
 
 Forces 2 CPU devices, joins the run through ``jax.distributed`` (gloo),
 trains in sync mode with actor device 0 and learner devices 0,1 on every
-process, then writes its final parameters and counters to ``OUT`` (.npz).
+process, until UPDATES updates in all (resuming from LOGDIR's checkpoint if
+there is one), then writes its final parameters and counters to ``OUT``.
 """
 
 import os
@@ -22,13 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from impala_jax import distributed  # pylint: disable=wrong-import-position
 
 
-def main(port, num_processes, process_id, logdir, out):
+def main(port, num_processes, process_id, logdir, out, updates):
   distributed.initialize(f'localhost:{port}', int(num_processes),
                          int(process_id), heartbeat_timeout_seconds=10)
   from impala_jax import config as config_lib  # pylint: disable=import-outside-toplevel
   from impala_jax import runtime  # pylint: disable=import-outside-toplevel
   config = dataclasses.replace(
-      config_lib.cartpole(), total_frames=20 * 16 * 8, learner_devices=(0, 1),
+      config_lib.cartpole(), total_frames=20 * 16 * int(updates),
+      learner_devices=(0, 1),
       actor_devices=(0,), log_every_seconds=0.0).validate()
   result = runtime.train(config, logdir, sync=True, progress=False,
                          handle_signals=False)

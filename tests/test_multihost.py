@@ -44,32 +44,43 @@ def _communicate_all(procs, timeout):
   return outputs
 
 
-def test_two_processes_train_with_identical_parameters(tmp_path):
+def _run_workers(tmp_path, logdir, updates, tag):
   port = _free_port()
-  logdir = str(tmp_path / 'run')
   procs = [subprocess.Popen(
       [sys.executable, WORKER, str(port), '2', str(i), logdir,
-       str(tmp_path / f'p{i}.npz')], cwd=ROOT, env=_env(),
+       str(tmp_path / f'{tag}{i}.npz'), str(updates)], cwd=ROOT, env=_env(),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   for code, out, err in _communicate_all(procs, 300):
     assert code == 0, out + err[-3000:]
-  results = [np.load(tmp_path / f'p{i}.npz') for i in range(2)]
-  for r in results:
-    assert int(r['process_count']) == 2 and int(r['devices']) == 4
-  leaves = [[r[f'arr_{k}'] for k in range(len(r.files) - 5)]
-            for r in results]
+  results = [dict(np.load(tmp_path / f'{tag}{i}.npz')) for i in range(2)]
+  leaves = [[r[f'arr_{k}'] for k in range(len(r) - 5)] for r in results]
   assert len(leaves[0]) == len(leaves[1]) > 0
   for a, b in zip(*leaves):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+  return results, leaves[0]
+
+
+def test_two_processes_train_with_identical_parameters(tmp_path):
+  logdir = str(tmp_path / 'run')
+  results, params = _run_workers(tmp_path, logdir, 8, 'first')
+  for r in results:
+    assert int(r['process_count']) == 2 and int(r['devices']) == 4
   # The learner's counter is the global one: the sum of both processes'.
   frames = [int(r['frames']) for r in results]
   assert frames[0] == frames[1] == sum(int(r['local_frames'])
                                        for r in results)
-  assert frames[0] == int(results[0]['updates']) * 20 * 16
+  assert frames[0] == int(results[0]['updates']) * 20 * 16 == 8 * 20 * 16
   # Only process 0 writes metrics and checkpoints.
   assert os.path.exists(os.path.join(logdir, 'metrics.csv'))
-  assert os.path.isdir(os.path.join(logdir, 'checkpoints'))
+  assert os.path.isdir(os.path.join(logdir, 'checkpoints', '8'))
+
+  # Both processes resume from process 0's checkpoint and continue.
+  results, resumed = _run_workers(tmp_path, logdir, 12, 'second')
+  for r in results:
+    assert int(r['updates']) == 12 and int(r['frames']) == 12 * 20 * 16
+    assert int(r['local_frames']) == 4 * 20 * 8  # only the new updates
+  assert any(not np.array_equal(a, b) for a, b in zip(params, resumed))
 
 
 def test_killing_one_process_ends_the_other(tmp_path):
