@@ -1,0 +1,121 @@
+r"""Learning curves, the suite's normalised-score curve and a final-score
+table from one or more results trees.
+
+  python -m experiments.plot --roots=runs/sweep --out=plots
+  python -m experiments.plot --roots=runs/base,runs/mine --labels=base,mine \
+      --out=plots/compare --paper_variant=impala_shallow
+
+A results tree is ``ROOT/<game>/<run>/metrics.csv`` (what
+``experiments.sweep`` writes; ``<run>`` is one seed). Writes to ``--out``:
+
+* ``<game>.png``: return vs frames, mean over seeds (smoothed over
+  ``--smooth`` logged points) with the min-max (or +-std, ``--spread``)
+  band, one colour per tree, and the IMPALA paper's final score as a dashed
+  line where the paper reports one;
+* ``all_games.png``: every game in one grid (when there are several);
+* ``aggregate.png``: the median (``--statistic``) over games of the
+  human-normalised score vs frames, for the games with human/random
+  reference scores (Atari-57, DMLab-30 capped at 100%);
+* ``final_scores.md``: per game the final score (mean return over the last
+  ``--final_fraction`` of each run's frames, then over seeds), its
+  normalised score and the paper's, and the median / IQM / mean normalised
+  score with 95% stratified-bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+_ROOTS = flags.DEFINE_list('roots', None, 'Results trees, comma separated.')
+_LABELS = flags.DEFINE_list('labels', None,
+                            'A name per tree (default: the trees\' names).')
+_OUT = flags.DEFINE_string('out', None, 'Output directory (required).')
+_SMOOTH = flags.DEFINE_integer('smooth', 5,
+                               'Moving-average window, in logged points.')
+_SPREAD = flags.DEFINE_enum('spread', 'minmax', ['minmax', 'std'],
+                            'Band over seeds.')
+_FINAL_FRACTION = flags.DEFINE_float(
+    'final_fraction', 0.1, 'Final score: mean over this last fraction of '
+    'each run\'s frames.')
+_PAPER_VARIANT = flags.DEFINE_string(
+    'paper_variant', None, 'Paper column to compare with: impala_shallow, '
+    'impala_deep (Atari default), impala_deep_multitask, impala (DMLab), '
+    'or none.')
+_STATISTIC = flags.DEFINE_enum('statistic', 'median', ['median', 'mean'],
+                               'Aggregate over games of the suite curve.')
+_REPS = flags.DEFINE_integer('bootstrap_reps', 2000,
+                             'Bootstrap replicates of the aggregates.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Bootstrap seed.')
+
+
+def _fail(message: str):
+  print(f'plot: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  # Imported here so that --help and flag errors answer instantly.
+  from impala_jax import plotting  # pylint: disable=g-import-not-at-top
+  from impala_jax import scores  # pylint: disable=g-import-not-at-top
+  if not _ROOTS.value:
+    _fail('--roots is required (one or more results trees).')
+  if not _OUT.value:
+    _fail('--out is required (the output directory).')
+  roots = [r for r in _ROOTS.value if r]
+  labels = _LABELS.value or [os.path.basename(os.path.normpath(r))
+                             for r in roots]
+  if len(labels) != len(roots):
+    _fail(f'--labels has {len(labels)} names for {len(roots)} trees.')
+  if len(set(labels)) != len(labels):
+    _fail('labels must differ (give --labels when trees share a name).')
+  if _SMOOTH.value < 1:
+    _fail(f'--smooth must be >= 1, got {_SMOOTH.value}.')
+  if not 0.0 < _FINAL_FRACTION.value <= 1.0:
+    _fail(f'--final_fraction must be in (0, 1], got {_FINAL_FRACTION.value}.')
+  if _REPS.value < 1:
+    _fail(f'--bootstrap_reps must be >= 1, got {_REPS.value}.')
+  variants = {v for vs in scores.PAPER_VARIANTS.values() for v in vs}
+  variant = _PAPER_VARIANT.value
+  if variant is not None and variant != 'none' and variant not in variants:
+    _fail(f'--paper_variant must be one of {", ".join(sorted(variants))} '
+          f'or none, got {variant!r}.')
+  results = {}
+  for label, root in zip(labels, roots):
+    if not os.path.isdir(root):
+      _fail(f'no results tree at {root!r}.')
+    results[label] = plotting.load_results(root)
+    if not results[label]:
+      _fail(f'{root!r} has no ROOT/<game>/<run>/metrics.csv with episode '
+            'returns.')
+  out = _OUT.value
+  os.makedirs(out, exist_ok=True)
+  paths = plotting.save_game_plots(results, out, window=_SMOOTH.value,
+                                   spread=_SPREAD.value,
+                                   paper_variant=variant)
+  aggregate = plotting.save_aggregate_plot(
+      results, os.path.join(out, 'aggregate.png'), window=_SMOOTH.value,
+      statistic=_STATISTIC.value)
+  if aggregate:
+    paths.append(aggregate)
+  table = plotting.final_table(results, fraction=_FINAL_FRACTION.value,
+                               paper_variant=variant, reps=_REPS.value,
+                               seed=_SEED.value)
+  table_path = os.path.join(out, 'final_scores.md')
+  with open(table_path, 'w') as f:
+    f.write(table)
+  paths.append(table_path)
+  games = sorted({g for res in results.values() for g in res})
+  print(f'plot: {len(games)} games from {len(roots)} tree(s); wrote '
+        f'{len(paths)} files to {out}')
+  print(table)
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,311 @@
+r"""Runs games x seeds of ``experiments.train`` into one results tree.
+
+  python -m experiments.sweep --games=Pong-v5,Breakout-v5 --seeds=1,2 \
+      --preset=cpu_atari --total_frames=2000000 --root=runs/sweep --parallel=2
+  python -m experiments.sweep --suite=atari57 --preset=paper_atari \
+      --seeds=1,2,3 --root=runs/atari57
+
+Each run is ``python -m experiments.train --env=GAME --seed=S
+--logdir=ROOT/<game>/seed_<S>`` (its output goes to ``train.log`` in that
+directory), one after another or up to ``--parallel`` processes at a time.
+``--suite`` takes the suite's games (``impala_jax.suites``): Atari-57 envpool
+ids, or the DMLab-30 levels as ``dmlab:<level>`` (their directories drop the
+prefix). ``<game>`` is the environment id with ``/`` and ``:`` replaced by
+``_``.
+
+Resumable: a run is finished when its ``metrics.csv`` reaches
+``--total_frames`` (the last row's ``frames``) or it has a ``DONE`` marker for
+at least that many frames (written after ``train`` exits 0 at the frame
+budget); finished runs are skipped. Any other run is started again with the
+same logdir, and ``train`` resumes from its last checkpoint. So re-running
+the same command after a crash, a reboot or Ctrl-C continues the sweep.
+
+Ctrl-C stops the sweep: the running trainings get the signal too, write a
+checkpoint and exit; the next invocation resumes them. Exit status: 0 when
+every run finished, 1 when one failed, 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from absl import app
+from absl import flags
+
+from impala_jax import config as config_lib
+from impala_jax import suites
+from impala_jax.metrics import read_metrics
+
+_GAMES = flags.DEFINE_list('games', None, 'Environment ids, comma separated.')
+_SUITE = flags.DEFINE_string(
+    'suite', None, 'Run every game of a suite instead of --games: '
+    + ', '.join(suites.SUITES) + '.')
+_SEEDS = flags.DEFINE_list('seeds', ['1'], 'Seeds, comma separated integers.')
+_PRESET = flags.DEFINE_string(
+    'preset', 'cpu_atari',
+    'train preset: ' + ', '.join(config_lib.PRESETS) + '.')
+_TOTAL_FRAMES = flags.DEFINE_integer(
+    'total_frames', None, 'Frames per run (default: the preset\'s).')
+_ROOT = flags.DEFINE_string('root', None, 'Results tree root (required).')
+_PARALLEL = flags.DEFINE_integer('parallel', 1,
+                                 'Runs at a time (separate processes).')
+_TRAIN_FLAGS = flags.DEFINE_multi_string(
+    'train_flag', [], 'Extra flag passed to every train run, e.g. '
+    '--train_flag=--batch_size=8 (repeatable).')
+_DRY_RUN = flags.DEFINE_boolean('dry_run', False,
+                                'Print the commands and statuses only.')
+
+DONE_NAME = 'DONE'
+LOG_NAME = 'train.log'
+_RESERVED = ('--env', '--seed', '--logdir', '--total_frames', '--preset')
+
+
+def _fail(message: str):
+  print(f'sweep: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def game_dir_name(env_id: str) -> str:
+  """The directory of a game in the tree: ``Pong-v5``; DMLab levels
+  without their ``dmlab:`` prefix; ``/`` and ``:`` become ``_``."""
+  if env_id.startswith(suites.DMLAB_PREFIX):
+    env_id = env_id[len(suites.DMLAB_PREFIX):]
+  return env_id.replace('/', '_').replace(':', '_')
+
+
+def run_dir(root: str, env_id: str, seed: int) -> str:
+  return os.path.join(root, game_dir_name(env_id), f'seed_{seed}')
+
+
+def last_frames(logdir: str) -> Optional[int]:
+  """The ``frames`` of the last row of ``logdir/metrics.csv`` (None: no
+  file or no rows)."""
+  path = os.path.join(logdir, 'metrics.csv')
+  if not os.path.exists(path):
+    return None
+  try:
+    rows = read_metrics(path)
+  except (OSError, ValueError):
+    return None
+  for row in reversed(rows):
+    try:
+      return int(float(row.get('frames', '')))
+    except ValueError:
+      continue
+  return None
+
+
+def done_frames(logdir: str) -> Optional[int]:
+  """Frames recorded in the ``DONE`` marker, or None."""
+  try:
+    with open(os.path.join(logdir, DONE_NAME)) as f:
+      return int(json.load(f)['total_frames'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def is_finished(logdir: str, total_frames: int) -> bool:
+  marker = done_frames(logdir)
+  if marker is not None and marker >= total_frames:
+    return True
+  frames = last_frames(logdir)
+  return frames is not None and frames >= total_frames
+
+
+def mark_done(logdir: str, total_frames: int):
+  frames = last_frames(logdir)
+  tmp = os.path.join(logdir, DONE_NAME + '.tmp')
+  with open(tmp, 'w') as f:
+    json.dump({'total_frames': total_frames, 'frames': frames,
+               'time': time.strftime('%Y-%m-%dT%H:%M:%S')}, f)
+  os.replace(tmp, os.path.join(logdir, DONE_NAME))
+
+
+@dataclasses.dataclass
+class Run:
+  env_id: str
+  seed: int
+  logdir: str
+  command: List[str]
+  status: str = 'pending'     # pending | skipped | running | done | failed
+  returncode: Optional[int] = None
+  process: Optional[subprocess.Popen] = None
+  log: Optional[object] = None
+  started: float = 0.0
+  seconds: float = 0.0
+
+
+def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
+         preset: str, total_frames: int, extra: Sequence[str] = (),
+         python: str = sys.executable) -> List[Run]:
+  """One ``Run`` per (game, seed); finished ones already ``skipped``."""
+  runs = []
+  for env_id in env_ids:
+    for seed in seeds:
+      logdir = run_dir(root, env_id, seed)
+      command = [python, '-m', 'experiments.train', f'--preset={preset}',
+                 f'--env={env_id}', f'--seed={seed}',
+                 f'--total_frames={total_frames}', f'--logdir={logdir}',
+                 '--noprogress', *extra]
+      run = Run(env_id, seed, logdir, command)
+      if is_finished(logdir, total_frames):
+        run.status = 'skipped'
+      runs.append(run)
+  return runs
+
+
+def _start(run: Run, cwd: str):
+  os.makedirs(run.logdir, exist_ok=True)
+  run.log = open(os.path.join(run.logdir, LOG_NAME), 'a')
+  run.log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} '
+                f'{" ".join(run.command)}\n')
+  run.log.flush()
+  run.process = subprocess.Popen(run.command, stdout=run.log,
+                                 stderr=subprocess.STDOUT, cwd=cwd)
+  run.status = 'running'
+  run.started = time.monotonic()
+  print(f'start  {run.env_id} seed {run.seed} -> {run.logdir}', flush=True)
+
+
+def _finish(run: Run, total_frames: int):
+  run.returncode = run.process.returncode
+  run.seconds = time.monotonic() - run.started
+  run.log.close()
+  run.process = None
+  if run.returncode == 0 and is_finished(run.logdir, total_frames):
+    mark_done(run.logdir, total_frames)
+    run.status = 'done'
+  elif run.returncode == 0:
+    run.status = 'stopped'     # exited early (a signal): resumes next time
+  else:
+    run.status = 'failed'
+  print(f'{run.status:6s} {run.env_id} seed {run.seed} '
+        f'(exit {run.returncode}, {run.seconds:.0f} s'
+        + (f'; see {os.path.join(run.logdir, LOG_NAME)}'
+           if run.status == 'failed' else '') + ')', flush=True)
+
+
+def execute(runs: List[Run], *, parallel: int, total_frames: int,
+            cwd: str, poll_seconds: float = 0.2) -> List[Run]:
+  """Runs the pending runs, at most ``parallel`` at a time."""
+  pending = [run for run in runs if run.status == 'pending']
+  active: List[Run] = []
+  try:
+    while pending or active:
+      while pending and len(active) < parallel:
+        run = pending.pop(0)
+        _start(run, cwd)
+        active.append(run)
+      time.sleep(poll_seconds)
+      for run in list(active):
+        if run.process.poll() is not None:
+          _finish(run, total_frames)
+          active.remove(run)
+  except KeyboardInterrupt:
+    # The children got the same SIGINT from the terminal: they checkpoint
+    # and exit. Wait for them so no run is left half-written.
+    print('sweep: interrupted; waiting for the running trainings to '
+          'checkpoint and exit.', file=sys.stderr, flush=True)
+    for run in active:
+      try:
+        run.process.wait(timeout=120)
+      except subprocess.TimeoutExpired:
+        run.process.kill()
+        run.process.wait()
+      _finish(run, total_frames)
+    raise
+  return runs
+
+
+def _summary(runs: Sequence[Run]) -> str:
+  counts = {}
+  for run in runs:
+    counts[run.status] = counts.get(run.status, 0) + 1
+  return ', '.join(f'{n} {status}' for status, n in sorted(counts.items()))
+
+
+def _validate_games(env_ids: Sequence[str]):
+  from impala_jax.envs import registry  # pylint: disable=g-import-not-at-top
+  for env_id in env_ids:
+    if env_id.startswith(suites.DMLAB_PREFIX):
+      continue   # the DMLab backend checks its own levels
+    try:
+      registry.validate_env_id(env_id)
+    except ValueError as e:
+      _fail(str(e))
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not _ROOT.value:
+    _fail('--root is required (the results tree).')
+  if bool(_GAMES.value) == bool(_SUITE.value):
+    _fail('give exactly one of --games and --suite.')
+  if _SUITE.value:
+    if _SUITE.value not in suites.SUITES:
+      _fail(f'--suite must be one of {", ".join(suites.SUITES)}, got '
+            f'{_SUITE.value!r}.')
+    env_ids = list(suites.env_ids(_SUITE.value))
+  else:
+    env_ids = [g.strip() for g in _GAMES.value if g.strip()]
+    if not env_ids:
+      _fail('--games is empty.')
+  if len(set(env_ids)) != len(env_ids):
+    _fail('--games lists a game twice.')
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    _fail(f'--seeds must be integers, got {",".join(_SEEDS.value)!r}.')
+  if not seeds or len(set(seeds)) != len(seeds):
+    _fail('--seeds must list at least one seed, each once.')
+  if _PRESET.value not in config_lib.PRESETS:
+    _fail(f'--preset must be one of {", ".join(config_lib.PRESETS)}, got '
+          f'{_PRESET.value!r}.')
+  total_frames = _TOTAL_FRAMES.value
+  if total_frames is None:
+    total_frames = config_lib.get_preset(_PRESET.value).total_frames
+  if total_frames <= 0:
+    _fail(f'--total_frames must be > 0, got {total_frames}.')
+  if _PARALLEL.value < 1:
+    _fail(f'--parallel must be >= 1, got {_PARALLEL.value}.')
+  for extra in _TRAIN_FLAGS.value:
+    if not extra.startswith('--'):
+      _fail(f'--train_flag values look like --name=value, got {extra!r}.')
+    if extra.split('=')[0] in _RESERVED:
+      _fail(f'--train_flag={extra}: the sweep sets '
+            f'{extra.split("=")[0]} itself.')
+  _validate_games(env_ids)
+
+  root = os.path.abspath(_ROOT.value)
+  runs = plan(env_ids, seeds, root=root, preset=_PRESET.value,
+              total_frames=total_frames, extra=_TRAIN_FLAGS.value)
+  print(f'sweep: {len(env_ids)} games x {len(seeds)} seeds = {len(runs)} '
+        f'runs of {total_frames:,} frames into {root} '
+        f'({sum(r.status == "skipped" for r in runs)} already finished, '
+        f'parallel {_PARALLEL.value})', flush=True)
+  if _DRY_RUN.value:
+    for run in runs:
+      print(f'{run.status:8s} {" ".join(run.command)}')
+    return 0
+  # train must import this repository's packages whatever the caller's cwd.
+  cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    execute(runs, parallel=_PARALLEL.value, total_frames=total_frames,
+            cwd=cwd)
+  except KeyboardInterrupt:
+    print(f'sweep: stopped ({_summary(runs)}); run the same command again '
+          'to resume.', file=sys.stderr)
+    return 130
+  print(f'sweep: {_summary(runs)}', flush=True)
+  return 1 if any(run.status in ('failed', 'stopped') for run in runs) else 0
+
+
+if __name__ == '__main__':
+  app.run(main)

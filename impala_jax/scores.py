@@ -1,0 +1,354 @@
+"""Reference scores, human-normalised scores and suite aggregates (pure).
+
+Tables (CSV files in ``impala_jax/data``, each naming its source in its
+header comment):
+
+* ``human_random_scores('atari57')``: random and human scores of the 57
+  Atari games (DQN Zoo's ``atari_data.py``), keyed by envpool id
+  (``'Alien-v5'``).
+* ``human_random_scores('dmlab30')``: random and human scores of the 30
+  DMLab-30 levels (scalable_agent's ``dmlab30.py``), keyed by the level an
+  agent trains on (``'rooms_collect_good_objects_train'``; its score is
+  compared with the reference of the test level, as scalable_agent does).
+* ``paper_scores(suite, variant)``: the IMPALA paper's reported final score
+  per game / level (``None`` where the table has no verified number).
+
+Normalised scores are fractions: 0 is random, 1 is human (``format_percent``
+shows them as percentages). DMLab-30 uses the capped variant
+``min(normalised, 1)`` per level, as scalable_agent's
+``compute_human_normalized_score(level_returns, per_level_cap=100)``.
+
+Aggregates follow rliable (Agarwal et al. 2021) on a ``[runs, games]`` array
+of normalised scores: median and mean over games of the per-game mean over
+runs; IQM is the mean of the middle 50% of all ``runs x games`` scores
+(``scipy.stats.trim_mean(x, 0.25, axis=None)``). Confidence intervals:
+stratified bootstrap (runs resampled with replacement within each game),
+percentile interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import importlib.resources
+import io
+import math
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+SUITES = ('atari57', 'dmlab30')
+DMLAB_PREFIX = 'dmlab:'
+# The paper's variant shown by default.
+DEFAULT_VARIANT = {'atari57': 'impala_deep', 'dmlab30': 'impala'}
+PAPER_VARIANTS = {
+    'atari57': ('impala_shallow', 'impala_deep', 'impala_deep_multitask'),
+    'dmlab30': ('impala',),
+}
+_FILES = {
+    ('atari57', 'reference'): 'atari57_human_random.csv',
+    ('atari57', 'paper'): 'atari57_impala_paper.csv',
+    ('dmlab30', 'reference'): 'dmlab30_human_random.csv',
+    ('dmlab30', 'paper'): 'dmlab30_impala_paper.csv',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """The random and human score of one game or level."""
+  random: float
+  human: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+  """A point estimate with its confidence interval ``[low, high]``."""
+  point: float
+  low: float
+  high: float
+
+
+# ----------------------------------------------------------------- tables
+
+
+def _check_suite(suite: str) -> str:
+  if suite not in SUITES:
+    raise ValueError(f'unknown suite {suite!r}; choose one of '
+                     f'{", ".join(SUITES)}.')
+  return suite
+
+
+def read_table(name: str) -> Tuple[list, list]:
+  """(header, rows) of ``impala_jax/data/<name>``; ``#`` lines skipped."""
+  text = (importlib.resources.files('impala_jax') / 'data' /
+          name).read_text(encoding='utf-8')
+  lines = [line for line in text.splitlines()
+           if line.strip() and not line.startswith('#')]
+  rows = list(csv.reader(io.StringIO('\n'.join(lines))))
+  return rows[0], rows[1:]
+
+
+def source_of(name: str) -> str:
+  """The header comment of a data file (its source), one string."""
+  text = (importlib.resources.files('impala_jax') / 'data' /
+          name).read_text(encoding='utf-8')
+  return ' '.join(line[1:].strip() for line in text.splitlines()
+                  if line.startswith('#'))
+
+
+def _key_column(suite: str) -> str:
+  return 'env_id' if suite == 'atari57' else 'level'
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_table(suite: str) -> Dict[str, Reference]:
+  header, rows = read_table(_FILES[(suite, 'reference')])
+  key = header.index(_key_column(suite))
+  random, human = header.index('random'), header.index('human')
+  return {row[key]: Reference(float(row[random]), float(row[human]))
+          for row in rows}
+
+
+def human_random_scores(suite: str) -> Dict[str, Reference]:
+  """``{game: Reference(random, human)}`` for ``'atari57'`` (keys: envpool
+  ids, ``'Pong-v5'``) or ``'dmlab30'`` (keys: training level names)."""
+  return dict(_reference_table(_check_suite(suite)))
+
+
+def games(suite: str) -> Tuple[str, ...]:
+  """The suite's games / levels in table order (Atari: alphabetical by
+  DQN Zoo name; DMLab-30: scalable_agent's ``LEVEL_MAPPING`` order)."""
+  return tuple(_reference_table(_check_suite(suite)))
+
+
+@functools.lru_cache(maxsize=None)
+def _paper_table(suite: str) -> Dict[str, Dict[str, Optional[float]]]:
+  header, rows = read_table(_FILES[(suite, 'paper')])
+  key = header.index(_key_column(suite))
+  table = {}
+  for variant in PAPER_VARIANTS[suite]:
+    column = header.index(variant)
+    table[variant] = {row[key]: (float(row[column]) if row[column].strip()
+                                 else None) for row in rows}
+  return table
+
+
+def paper_scores(suite: str, variant: Optional[str] = None
+                 ) -> Dict[str, Optional[float]]:
+  """The IMPALA paper's final score per game / level (``None``: not
+  available). ``variant``: Atari ``impala_shallow``, ``impala_deep``
+  (default) or ``impala_deep_multitask``; DMLab-30 ``impala``."""
+  _check_suite(suite)
+  variant = variant or DEFAULT_VARIANT[suite]
+  if variant not in PAPER_VARIANTS[suite]:
+    raise ValueError(f'unknown paper variant {variant!r} for {suite}; choose '
+                     f'one of {", ".join(PAPER_VARIANTS[suite])}.')
+  return dict(_paper_table(suite)[variant])
+
+
+def canonical_game(name: str) -> Tuple[Optional[str], str]:
+  """(suite or None, table key) of a game name as runs spell it.
+
+  Accepts envpool ids (``'Pong-v5'``), DQN Zoo names (``'pong'``,
+  ``'ms_pacman'``), ``'ALE/Pong-v5'``, DMLab levels with or without the
+  ``dmlab:`` prefix, and DMLab test-level names. Unknown names come back as
+  ``(None, name)``.
+  """
+  text = name.strip()
+  if text.startswith(DMLAB_PREFIX):
+    text = text[len(DMLAB_PREFIX):]
+  dmlab = _reference_table('dmlab30')
+  if text in dmlab:
+    return 'dmlab30', text
+  header, rows = read_table(_FILES[('dmlab30', 'reference')])
+  for row in rows:   # a test-level name -> its training level
+    if row[header.index('test_level')] == text:
+      return 'dmlab30', row[header.index('level')]
+  atari = _reference_table('atari57')
+  if text.startswith('ALE/'):
+    text = text[4:]
+  if text in atari:
+    return 'atari57', text
+  lowered = text.lower().replace('_', '').replace('-', '')
+  for env_id in atari:
+    stem = env_id[:-len('-v5')].lower()
+    if lowered in (stem, stem + 'v5', stem + 'v4', stem + 'noframeskipv4'):
+      return 'atari57', env_id
+  return None, name
+
+
+def reference_for(name: str) -> Optional[Reference]:
+  """The random/human reference of any spelling of a game, or None."""
+  suite, key = canonical_game(name)
+  return None if suite is None else _reference_table(suite)[key]
+
+
+def paper_score_for(name: str, variant: Optional[str] = None
+                    ) -> Optional[float]:
+  """The paper's final score of any spelling of a game, or None."""
+  suite, key = canonical_game(name)
+  if suite is None:
+    return None
+  return paper_scores(suite, variant if variant in PAPER_VARIANTS[suite]
+                      else None).get(key)
+
+
+# ------------------------------------------------------------ normalising
+
+
+def human_normalized(score, random, human):
+  """``(score - random) / (human - random)``, elementwise (broadcasts; a
+  scalar in gives a float out). 0 = random, 1 = human."""
+  score = np.asarray(score, dtype=np.float64)
+  out = (score - np.asarray(random, np.float64)) / (
+      np.asarray(human, np.float64) - np.asarray(random, np.float64))
+  return float(out) if np.ndim(out) == 0 else out
+
+
+def capped_human_normalized(score, random, human, cap: float = 1.0):
+  """``min(human_normalized, cap)`` elementwise: DMLab-30's per-level cap
+  (scalable_agent: ``per_level_cap=100`` percent, i.e. ``cap=1.0``)."""
+  out = np.minimum(human_normalized(score, random, human), cap)
+  return float(out) if np.ndim(out) == 0 else out
+
+
+def normalized_score(name: str, score, capped: Optional[bool] = None):
+  """The normalised score of ``score`` on game ``name`` (any spelling).
+
+  ``capped``: None uses the suite's convention (DMLab-30 capped at 1,
+  Atari-57 uncapped). Raises ``KeyError`` for a game without references.
+  """
+  suite, key = canonical_game(name)
+  if suite is None:
+    raise KeyError(f'no human/random reference scores for {name!r}.')
+  ref = _reference_table(suite)[key]
+  if capped is None:
+    capped = suite == 'dmlab30'
+  if capped:
+    return capped_human_normalized(score, ref.random, ref.human)
+  return human_normalized(score, ref.random, ref.human)
+
+
+# ------------------------------------------------------------- aggregates
+
+
+def _as_matrix(scores) -> np.ndarray:
+  x = np.asarray(scores, dtype=np.float64)
+  if x.ndim == 1:
+    x = x[None, :]   # one run per game
+  if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+    raise ValueError(f'scores must be [runs, games] (or [games]), got shape '
+                     f'{np.shape(scores)}.')
+  if not np.all(np.isfinite(x)):
+    raise ValueError('scores must be finite (one value per run and game).')
+  return x
+
+
+def aggregate_median(scores) -> float:
+  """Median over games of the per-game mean over runs; ``[runs, games]``."""
+  return float(np.median(np.mean(_as_matrix(scores), axis=0)))
+
+
+def aggregate_mean(scores) -> float:
+  """Mean over games of the per-game mean over runs; ``[runs, games]``."""
+  return float(np.mean(np.mean(_as_matrix(scores), axis=0)))
+
+
+def _trimmed_mean_sorted(sorted_values: np.ndarray) -> np.ndarray:
+  """Mean of the middle 50% along the last axis of sorted values: drops
+  ``int(0.25 * n)`` from each end (as ``scipy.stats.trim_mean``)."""
+  n = sorted_values.shape[-1]
+  cut = int(0.25 * n)
+  return np.mean(sorted_values[..., cut:n - cut], axis=-1)
+
+
+def aggregate_iqm(scores) -> float:
+  """Interquartile mean over all ``runs x games`` scores (rliable)."""
+  x = _as_matrix(scores)
+  return float(_trimmed_mean_sorted(np.sort(x.reshape(-1))))
+
+
+AGGREGATES: Dict[str, Callable[[np.ndarray], float]] = {
+    'median': aggregate_median,
+    'mean': aggregate_mean,
+    'iqm': aggregate_iqm,
+}
+
+
+def _batched(name: str, samples: np.ndarray) -> np.ndarray:
+  """An aggregate of each ``[reps, runs, games]`` replicate -> ``[reps]``."""
+  if name == 'median':
+    return np.median(np.mean(samples, axis=1), axis=-1)
+  if name == 'mean':
+    return np.mean(samples, axis=(1, 2))
+  if name == 'iqm':
+    flat = np.sort(samples.reshape(samples.shape[0], -1), axis=-1)
+    return _trimmed_mean_sorted(flat)
+  raise ValueError(f'unknown aggregate {name!r}; choose one of '
+                   f'{", ".join(AGGREGATES)}.')
+
+
+def stratified_bootstrap(scores, reps: int = 2000, seed: int = 0
+                         ) -> np.ndarray:
+  """``[reps, runs, games]`` bootstrap replicates of ``[runs, games]``
+  scores: within each game, ``runs`` runs drawn with replacement."""
+  x = _as_matrix(scores)
+  if reps < 1:
+    raise ValueError(f'reps must be >= 1, got {reps}.')
+  runs, num_games = x.shape
+  rng = np.random.default_rng(seed)
+  index = rng.integers(0, runs, size=(reps, runs, num_games))
+  return x[index, np.arange(num_games)]
+
+
+def aggregates_with_ci(scores, *, reps: int = 2000, confidence: float = 0.95,
+                       seed: int = 0,
+                       names: Sequence[str] = ('median', 'iqm', 'mean')
+                       ) -> Dict[str, Interval]:
+  """``{name: Interval(point, low, high)}`` for each aggregate of
+  ``[runs, games]`` normalised scores, with a percentile confidence interval
+  of level ``confidence`` from a stratified bootstrap (``reps`` replicates,
+  ``seed``). With one run per game every replicate equals the data, so the
+  interval collapses to the point."""
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f'confidence must be in (0, 1), got {confidence}.')
+  x = _as_matrix(scores)
+  samples = stratified_bootstrap(x, reps=reps, seed=seed)
+  tail = 100.0 * (1.0 - confidence) / 2.0
+  out = {}
+  for name in names:
+    if name not in AGGREGATES:
+      raise ValueError(f'unknown aggregate {name!r}; choose one of '
+                       f'{", ".join(AGGREGATES)}.')
+    values = _batched(name, samples)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    out[name] = Interval(AGGREGATES[name](x), float(low), float(high))
+  return out
+
+
+def normalized_matrix(final_scores: Mapping[str, Sequence[float]],
+                      capped: Optional[bool] = None
+                      ) -> Tuple[Tuple[str, ...], np.ndarray]:
+  """(games, ``[runs, games]`` normalised scores) from ``{game: [score per
+  run]}``. Games without references are left out; every kept game needs the
+  same number of runs (else ``ValueError``)."""
+  kept = [(game, values) for game, values in final_scores.items()
+          if reference_for(game) is not None]
+  if not kept:
+    return (), np.zeros((0, 0))
+  counts = {len(values) for _, values in kept}
+  if len(counts) != 1:
+    raise ValueError('every game needs the same number of runs for a '
+                     f'[runs, games] matrix, got {sorted(counts)}.')
+  matrix = np.stack([np.asarray(normalized_score(game, values, capped),
+                                np.float64).reshape(-1)
+                     for game, values in kept], axis=1)
+  return tuple(game for game, _ in kept), matrix
+
+
+def format_percent(value: Optional[float]) -> str:
+  """A normalised score as a percentage: 1.234 -> '123.4%'."""
+  if value is None or not math.isfinite(value):
+    return 'n/a'
+  return f'{100.0 * value:.1f}%'
