@@ -44,6 +44,19 @@ flags.DEFINE_boolean('async', True,
                      'Actor threads + learner in parallel. --noasync: one '
                      'thread alternates acting and learning (deterministic).')
 flags.DEFINE_boolean('progress', True, 'Print the live progress line.')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-host: host:port of process 0 (jax.distributed).')
+flags.DEFINE_integer('num_processes', None,
+                     'Multi-host: number of processes (default: 1, or from '
+                     'the cluster environment with --distributed).')
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0-based.')
+flags.DEFINE_boolean('distributed', False,
+                     'Call jax.distributed.initialize() even without the '
+                     'flags above (SLURM, Open MPI, Cloud TPU: JAX reads the '
+                     'cluster environment).')
+flags.DEFINE_integer('heartbeat_timeout_seconds', 60,
+                     'Multi-host: a process silent this long counts as dead '
+                     'and the others exit with an error.')
 
 
 def _optional_float(text: str):
@@ -105,6 +118,17 @@ def main(argv):
     return 2
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  # Before anything touches a device (jax#12258).
+  from impala_jax import distributed  # pylint: disable=import-outside-toplevel
+  if FLAGS.distributed or distributed.wants_distributed(
+      FLAGS.coordinator_address, FLAGS.num_processes):
+    try:
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                             FLAGS.process_id, heartbeat_timeout_seconds=
+                             FLAGS.heartbeat_timeout_seconds)
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
   # Imported here so that --help and flag errors answer instantly.
   from impala_jax import runtime  # pylint: disable=import-outside-toplevel
   try:
@@ -114,12 +138,25 @@ def main(argv):
     return 2
   logdir = FLAGS.logdir or os.path.join(
       'runs', f'{config.env}-{datetime.datetime.now():%Y%m%d-%H%M%S}')
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_count() > 1 and not FLAGS.logdir:
+    print('error: multi-host runs need an explicit --logdir shared by every '
+          'process.', file=sys.stderr)
+    return 2
   print(f'impala_jax: {config.env}, preset {FLAGS.preset}, '
         f'{config.total_frames:,} frames (env steps x action repeat), '
-        f'logdir {logdir}', flush=True)
+        f'logdir {logdir}' + (f', {distributed.describe()}'
+                              if jax.process_count() > 1 else ''),
+        flush=True)
   try:
-    result = runtime.train(config, logdir, sync=not FLAGS['async'].value,
-                           resume=FLAGS.resume, progress=FLAGS.progress)
+    if config.runtime == 'anakin' or config.env.startswith('gymnax:'):
+      # JAX environments: acting and learning in one compiled program.
+      from impala_jax import anakin  # pylint: disable=import-outside-toplevel
+      result = anakin.train_anakin(config, logdir, resume=FLAGS.resume,
+                                   progress=FLAGS.progress)
+    else:
+      result = runtime.train(config, logdir, sync=not FLAGS['async'].value,
+                             resume=FLAGS.resume, progress=FLAGS.progress)
   except runtime.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -125,7 +125,7 @@ class Checkpointer:
     return [] if manager is None else list(manager.all_steps())
 
   def save(self, state: TrainState, meta: Optional[Dict[str, Any]] = None, *,
-           wait: bool = True) -> bool:
+           wait: bool = True, extra: Optional[Dict[str, Any]] = None) -> bool:
     """Writes ``state`` at step ``update_count``; returns whether it wrote.
 
     ``meta`` (JSON-able; dataclasses such as ``Config`` are converted) is
@@ -133,6 +133,8 @@ class Checkpointer:
     already exists (e.g. the shutdown checkpoint right after a periodic one)
     is not written twice. ``wait=False`` returns while orbax still writes in
     the background: call ``wait_until_finished`` before trusting it.
+    ``extra``: an optional dict of host arrays saved as a third item (the
+    Anakin runtime's environment states and keys); see ``restore_extra``.
     """
     if not self.is_primary:
       return False
@@ -146,9 +148,13 @@ class Checkpointer:
     self._manager.wait_until_finished()
     if step in self._manager.all_steps():
       return False
-    saved = self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
-        force=True)
+    items = dict(state=ocp.args.StandardSave(tree),
+                 meta=ocp.args.JsonSave(meta))
+    if extra is not None:
+      items['extra'] = ocp.args.StandardSave(
+          jax.tree_util.tree_map(np.asarray, jax.device_get(extra)))
+    saved = self._manager.save(step, args=ocp.args.Composite(**items),
+                               force=True)
     if wait:
       self._manager.wait_until_finished()
     return bool(saved)
@@ -197,6 +203,20 @@ class Checkpointer:
                        skipped_updates=tree['skipped_updates'],
                        frames=int(meta.get('frames', 0)))
     return state, meta
+
+  def restore_extra(self, template: Dict[str, Any], step: int
+                    ) -> Optional[Dict[str, Any]]:
+    """The ``extra`` item saved at ``step`` in the structure of
+    ``template`` (host NumPy), or None when that step has none."""
+    manager = self._refresh()
+    if manager is None:
+      return None
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'extra')):
+      return None
+    target = jax.tree_util.tree_map(np.asarray, jax.device_get(template))
+    restored = manager.restore(step, args=ocp.args.Composite(
+        extra=ocp.args.StandardRestore(target)))
+    return jax.tree_util.tree_map(np.asarray, dict(restored['extra']))
 
   def wait_until_finished(self):
     if self._manager is not None:

@@ -24,9 +24,10 @@ from impala_jax import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# CartPole-v1 with the `cartpole` preset and seed 0 reaches a mean of ~200
-# over the last 20 finished games after 150K frames (random play: ~22).
-# 150 is the threshold this set-up reaches reliably across seeds 0-2.
+# CartPole-v1 with the `cartpole` preset (lr 3e-3, 200K frames), sync mode:
+# mean return of the last 20 games for seeds 0, 1, 2 was 331, 349, 232 on
+# one device and 380, 367, 350 in the split layout (random play: ~22). 150
+# leaves a margin of 80 below the worst (BUILD_NOTES.md).
 LEARNED_RETURN = 150.0
 RANDOM_RETURN = 22.0
 
@@ -51,7 +52,7 @@ def _read_rows(path):
 def test_cartpole_learns_sync(tmp_path):
   result = runtime.train(_cartpole(seed=0), str(tmp_path), sync=True,
                          progress=False, handle_signals=False)
-  assert result.frames >= 150_000
+  assert result.frames >= 200_000
   mean = _mean_last(result.recent_returns)
   assert mean >= LEARNED_RETURN, (mean, result.recent_returns[-20:])
   rows = _read_rows(tmp_path / 'metrics.csv')

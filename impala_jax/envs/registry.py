@@ -33,13 +33,19 @@ def close_matches(env_id: str, n: int = 5) -> list[str]:
 def validate_env_id(env_id: str) -> str:
   """Checks ``env_id`` without creating anything; returns it unchanged.
 
+  ``gymnax:`` ids (JAX environments, the Anakin runtime) are checked
+  against ``jax_envs.GYMNAX_IDS``.
+
   Raises:
-    ValueError: (one line) for a reserved backend prefix (``gymnax:``,
-      ``dmlab:``) or an id envpool does not know, naming the closest valid
-      ids.
+    ValueError: (one line) for the reserved ``dmlab:`` prefix or an id
+      envpool (or gymnax) does not know, naming the closest valid ids.
   """
   if not isinstance(env_id, str) or not env_id:
     raise ValueError(f'env id must be a non-empty string, got {env_id!r}.')
+  if env_id.startswith('gymnax:'):
+    # JAX environments (the Anakin runtime): checked against their own list.
+    from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+    return jax_envs.validate_gymnax_id(env_id)
   for prefix in RESERVED_PREFIXES:
     if env_id.startswith(prefix):
       raise ValueError(
@@ -56,6 +62,14 @@ def validate_env_id(env_id: str) -> str:
   raise ValueError(f'unknown environment id {env_id!r}; {hint}')
 
 
+def _not_envpool(env_id: str) -> None:
+  if env_id.startswith('gymnax:'):
+    raise ValueError(
+        f'{env_id!r}: the \'gymnax\' backend is not available in the envpool '
+        '(Sebulba) runtime; JAX environments run with --runtime=anakin '
+        '(impala_jax.anakin, impala_jax.envs.jax_envs).')
+
+
 def describe_env(env_id: str, *, atari: Optional[AtariOptions] = None,
                  **kwargs: Any) -> EnvSpec:
   """The ``EnvSpec`` that ``make_env`` with the same arguments would have.
@@ -65,6 +79,7 @@ def describe_env(env_id: str, *, atari: Optional[AtariOptions] = None,
   bad arguments, continuous actions or non-array observations.
   """
   validate_env_id(env_id)
+  _not_envpool(env_id)
   _, make_kwargs = resolve_kwargs(env_id, atari, kwargs)
   return spec_from_envpool(env_id, make_envpool_spec(env_id, make_kwargs))
 
@@ -89,5 +104,6 @@ def make_env(env_id: str, *, num_envs: int, batch_size: Optional[int] = None,
       ``AtariOptions`` fields override ``atari``.
   """
   validate_env_id(env_id)
+  _not_envpool(env_id)
   return EnvpoolEnv(env_id, num_envs=num_envs, batch_size=batch_size,
                     seed=seed, num_threads=num_threads, atari=atari, **kwargs)

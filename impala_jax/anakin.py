@@ -1,0 +1,648 @@
+"""The Anakin layout: acting and learning in one compiled program.
+
+For environments written in JAX (``impala_jax/envs/jax_envs.py``) there is
+no host round trip to pay for (Hessel et al. 2021, "Podracer architectures
+for scalable reinforcement learning", the Anakin layout). One call of the
+``pmap``ped function runs ``K = config.updates_per_call`` IMPALA updates,
+with no Python between steps::
+
+  lax.scan over K updates:
+    lax.scan over T steps:                          (rollout)
+      policy: AgentNetwork.step on the [B/D] batch, one action per env
+      env:    vmap(JaxEnv.step) over the [B/D] environments
+    learner.update_step(train_state, trajectory)    (the envpool path's
+                                                      update: unroll,
+                                                      V-trace, loss, psum,
+                                                      RMSProp)
+
+Each device owns ``B/D`` environments with their own state and PRNG key
+(one key per environment, so the data do not depend on how environments
+are split over devices: 2 devices compute what 1 computes, tested).
+
+The trajectory has exactly the envpool actor's layout (``actor.py``; tested
+on a scripted sequence): ``inputs[t] = (obs_t, first_t, last_action,
+last_reward)`` for ``t = 0..T``, ``rewards[t]`` and ``discounts[t] = gamma
+(1 - terminated)`` from the step that followed ``obs_t``, ``mask[t] = 0``
+where ``obs_t`` was terminal (the environment ignores that action and
+resets), truncated episodes bootstrapping from their real final
+observation; consecutive unrolls overlap by one observation. The policy is
+on-policy by construction: the parameters that act are the ones that learn
+(policy lag 0; V-trace's weights are 1 up to float error).
+
+Whole-game statistics are reduced on the device: the number of games that
+ended in a call, the sums of their returns and lengths (``psum`` over
+devices), and the returns and lengths of the last ``RECENT_GAMES`` games of
+each device.
+
+Known limits: frames are rounded up to whole calls of ``K`` updates; the
+policy's torso runs inside ``lax.scan`` (fine for MLPs, slow on CPU for
+convolutions, see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from impala_jax import checkpoint as checkpoint_lib
+from impala_jax import learner as learner_lib
+from impala_jax import metrics as metrics_lib
+from impala_jax import networks
+from impala_jax.config import Config
+from impala_jax.envs import jax_envs
+from impala_jax.types import AgentInput, CoreState, Trajectory
+
+log = logging.getLogger(__name__)
+
+AXIS = learner_lib.AXIS
+RECENT_GAMES = 64  # per device, returned by every call
+
+# (params, inputs [B], core_state, keys [B, 2]) -> (actions [B] int32,
+#   logits [B, A], core_state): how the agent acts. ``make_policy`` gives
+# the network's; tests plug in scripted ones.
+Policy = Callable[[Any, AgentInput, CoreState, jax.Array],
+                  Tuple[jax.Array, jax.Array, CoreState]]
+
+
+class ActorState(NamedTuple):
+  """What the acting half carries between steps (leaves ``[B, ...]``).
+
+  Attributes:
+    env_state: ``jax_envs.EnvState`` of the ``B`` environments.
+    inputs: ``AgentInput`` for the next step: the current observation,
+      whether it starts an episode, the last action and reward.
+    core_state: the agent's recurrent state before ``inputs``.
+    key: ``[B, 2]`` uint32, one PRNG key per environment (actions, env
+      steps and resets).
+  """
+  env_state: jax_envs.EnvState
+  inputs: AgentInput
+  core_state: CoreState
+  key: jax.Array
+
+
+class Games(NamedTuple):
+  """Games that ended, accumulated on one device over a call.
+
+  Attributes:
+    count: ``[]`` int32, games ended.
+    return_sum, length_sum: ``[]`` float32, sums of their raw returns and
+      lengths (transitions).
+    recent_return, recent_length: ``[R]`` float32 ring of the last ``R``
+      games (NaN where empty); game ``n`` (0-based) sits at ``n % R``.
+  """
+  count: jax.Array
+  return_sum: jax.Array
+  length_sum: jax.Array
+  recent_return: jax.Array
+  recent_length: jax.Array
+
+
+def make_policy(network: networks.AgentNetwork) -> Policy:
+  """The agent's policy: ``AgentNetwork.step``, then one categorical sample
+  per environment with that environment's key."""
+  def policy(params, inputs: AgentInput, core_state, keys: jax.Array):
+    out, core_state = network.apply(params, inputs, core_state,
+                                    method=networks.AgentNetwork.step)
+    actions = jax.vmap(jax.random.categorical)(keys, out.policy_logits)
+    return actions.astype(jnp.int32), out.policy_logits, core_state
+  return policy
+
+
+def _strong(tree):
+  """Arrays with fixed (not weak) dtypes, so that scan carries match."""
+  return jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), tree)
+
+
+def init_actor_state(env: jax_envs.JaxEnv, network: networks.AgentNetwork,
+                     keys: jax.Array) -> ActorState:
+  """Resets ``B`` environments, one per key in ``keys [B, 2]``."""
+  chex.assert_rank(keys, 2)
+  keys = jax.vmap(lambda k: jax.random.split(k))(keys)  # [B, 2, 2]
+  env_state, obs = jax.vmap(env.reset)(keys[:, 0])
+  return actor_state_from_reset(env_state, obs, network, keys[:, 1])
+
+
+def actor_state_from_reset(env_state: jax_envs.EnvState, obs: jax.Array,
+                           network: networks.AgentNetwork,
+                           keys: jax.Array) -> ActorState:
+  """The actor state that acts first on freshly reset environments.
+
+  Args:
+    env_state: leaves ``[B, ...]``, freshly reset.
+    obs: ``[B, *obs_shape]``, their first observations.
+    network: for the zero core state.
+    keys: ``[B, 2]`` per-environment keys.
+  """
+  b = obs.shape[0]
+  inputs = AgentInput(observation=obs, first=jnp.ones((b,), jnp.bool_),
+                      last_action=jnp.zeros((b,), jnp.int32),
+                      last_reward=jnp.zeros((b,), jnp.float32))
+  return _strong(ActorState(env_state=env_state, inputs=inputs,
+                            core_state=networks.initial_state(network, b),
+                            key=keys))
+
+
+def rollout(params, actor_state: ActorState, *, env: jax_envs.JaxEnv,
+            policy: Policy, unroll_length: int, discount: float,
+            param_version: jax.Array
+            ) -> Tuple[ActorState, Trajectory, Tuple[jax.Array, ...]]:
+  """``T`` steps of ``B`` environments: one ``[T+1, B]`` trajectory.
+
+  Args:
+    params: the acting parameters.
+    actor_state: ``ActorState``, leaves ``[B, ...]``.
+    env, policy: the environment (unbatched; vmapped here) and the policy.
+    unroll_length: ``T``.
+    discount: ``gamma``.
+    param_version: ``[]`` int32, recorded in the trajectory.
+
+  Returns:
+    the actor state after ``T`` steps (its ``inputs`` are ``x_T``, the first
+    input of the next unroll), the ``Trajectory`` (envpool actor layout) and
+    ``(game_over, game_return, game_length)``, each ``[T, B]``: games that
+    ended at each step and their whole-game return and length.
+  """
+  chex.assert_rank(actor_state.key, 2)
+  b = actor_state.key.shape[0]
+  start_core = actor_state.core_state
+
+  def step(carry: ActorState, _):
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(carry.key)  # [B,3,2]
+    actions, logits, core_state = policy(params, carry.inputs,
+                                         carry.core_state, keys[:, 1])
+    env_state, obs, reward, terminated, truncated = jax.vmap(env.step)(
+        carry.env_state, actions, keys[:, 2])
+    # The env ignored the action where the last observation was terminal
+    # and answered with the first observation of a new episode.
+    was_terminal = carry.env_state.needs_reset
+    next_inputs = AgentInput(
+        observation=obs, first=was_terminal,
+        last_action=jnp.where(was_terminal, 0, actions),
+        last_reward=jnp.where(was_terminal, 0.0, reward))
+    record = (carry.inputs, actions, reward,
+              discount * (1.0 - terminated.astype(jnp.float32)), logits,
+              1.0 - was_terminal.astype(jnp.float32),
+              terminated | truncated, env_state.game_return,
+              env_state.game_length.astype(jnp.float32))
+    new = ActorState(env_state=env_state, inputs=next_inputs,
+                     core_state=core_state, key=keys[:, 0])
+    return new, record
+
+  final, record = jax.lax.scan(step, actor_state, None, length=unroll_length)
+  (inputs, actions, rewards, discounts, logits, mask, game_over,
+   game_return, game_length) = record
+  inputs = jax.tree_util.tree_map(
+      lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), inputs,
+      final.inputs)
+  trajectory = Trajectory(
+      inputs=inputs, actions=actions, rewards=rewards,
+      discounts=discounts.astype(jnp.float32), behaviour_logits=logits,
+      mask=mask, core_state=start_core,
+      param_version=jnp.full((b,), param_version, jnp.int32))
+  return final, trajectory, (game_over, game_return, game_length)
+
+
+def empty_games(recent: int = RECENT_GAMES) -> Games:
+  nan = jnp.full((recent,), jnp.nan, jnp.float32)
+  return Games(count=jnp.zeros((), jnp.int32),
+               return_sum=jnp.zeros((), jnp.float32),
+               length_sum=jnp.zeros((), jnp.float32),
+               recent_return=nan, recent_length=nan)
+
+
+def add_games(games: Games, game_over: jax.Array, game_return: jax.Array,
+              game_length: jax.Array) -> Games:
+  """Adds the games that ended in a ``[T, B]`` block (time order kept)."""
+  chex.assert_rank([game_over, game_return, game_length], 2)
+  over = game_over.reshape(-1)
+  returns = jnp.where(over, game_return.reshape(-1), 0.0)
+  lengths = jnp.where(over, game_length.reshape(-1), 0.0)
+  n = jnp.sum(over.astype(jnp.int32))
+  rank = jnp.cumsum(over.astype(jnp.int32)) - 1   # order among the ended
+  r = games.recent_return.shape[0]
+  # Only the last R of this block are written: no index is written twice.
+  keep = over & (rank >= n - r)
+  index = jnp.where(keep, (games.count + rank) % r, r)   # r: dropped
+  return Games(
+      count=games.count + n, return_sum=games.return_sum + returns.sum(),
+      length_sum=games.length_sum + lengths.sum(),
+      recent_return=games.recent_return.at[index].set(returns, mode='drop'),
+      recent_length=games.recent_length.at[index].set(lengths, mode='drop'))
+
+
+def make_train_fn(env: jax_envs.JaxEnv, network: networks.AgentNetwork,
+                  config: Config, *, updates_per_call: int,
+                  axis_name: Optional[str] = AXIS,
+                  policy: Optional[Policy] = None):
+  """The per-device function of one call: ``K`` rollouts + updates.
+
+  ``(train_state, actor_state) -> (train_state, actor_state, metrics,
+  games)``: ``train_state`` with ``frames=None``; ``actor_state`` leaves
+  ``[B/D, ...]``; ``metrics`` are the last update's (identical on every
+  device) plus the call's game counts and sums ``psum``med over
+  ``axis_name``; ``games`` is this device's ``Games``. To be ``pmap``ped
+  with ``axis_name`` (or jitted with ``axis_name=None``).
+  """
+  policy = policy or make_policy(network)
+  action_repeat = env.spec.action_repeat
+  psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (
+      lambda x: x)
+
+  def one_update(carry, _):
+    train_state, actor_state, games = carry
+    actor_state, trajectory, ended = rollout(
+        train_state.params, actor_state, env=env, policy=policy,
+        unroll_length=config.unroll_length, discount=config.discount,
+        param_version=train_state.update_count)
+    # The very update the envpool learner applies: no second copy of the
+    # loss here.
+    train_state, metrics = learner_lib.update_step(
+        train_state, trajectory, network=network, config=config,
+        action_repeat=action_repeat, axis_name=axis_name)
+    return (train_state, actor_state, add_games(games, *ended)), metrics
+
+  def train_fn(train_state, actor_state):
+    (train_state, actor_state, games), metrics = jax.lax.scan(
+        one_update, (train_state, actor_state, empty_games()), None,
+        length=updates_per_call)
+    metrics = jax.tree_util.tree_map(lambda x: x[-1], metrics)
+    metrics['games'] = psum(games.count)
+    metrics['games_return_sum'] = psum(games.return_sum)
+    metrics['games_length_sum'] = psum(games.length_sum)
+    return train_state, actor_state, metrics, games
+
+  return train_fn
+
+
+# ----------------------------------------------------------- the runner ---
+def _shard(tree, num_shards: int):
+  """Host ``[B, ...]`` leaves -> ``[D, B/D, ...]``."""
+  def split(x):
+    x = np.asarray(x)
+    return x.reshape((num_shards, x.shape[0] // num_shards) + x.shape[1:])
+  return jax.tree_util.tree_map(split, tree)
+
+
+def _unshard(tree):
+  """Device ``[D, B/D, ...]`` leaves -> host ``[B, ...]``."""
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]),
+      jax.device_get(tree))
+
+
+class AnakinRunner:
+  """Holds the replicated train state and sharded environments; ``run()``
+  makes one call of ``K`` updates on every device.
+
+  Args:
+    config: the run's config (``batch_size`` environments in all,
+      ``updates_per_call`` updates per call).
+    env: the ``JaxEnv``.
+    network: the ``AgentNetwork``.
+    devices: the devices to ``pmap`` over; ``batch_size`` must divide.
+    train_state: unreplicated ``TrainState`` (host or device arrays).
+    actor_state: unsharded ``ActorState``, leaves ``[B, ...]``.
+    policy: optional scripted policy (tests).
+  """
+
+  def __init__(self, config: Config, env: jax_envs.JaxEnv,
+               network: networks.AgentNetwork, devices: Sequence[jax.Device],
+               train_state: learner_lib.TrainState, actor_state: ActorState,
+               policy: Optional[Policy] = None):
+    self.config = config
+    self.devices = list(devices)
+    d = len(self.devices)
+    if config.batch_size % d:
+      raise ValueError(f'--batch_size={config.batch_size} environments do '
+                       f'not split over {d} devices.')
+    self.updates_per_call = config.updates_per_call
+    self.frames_per_call = (config.updates_per_call *
+                            learner_lib.frames_per_update(
+                                config, env.spec.action_repeat))
+    self.frames = int(train_state.frames or 0)
+    self._sharding = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.array(self.devices), (AXIS,)),
+        jax.sharding.PartitionSpec(AXIS))
+    self._train_state = self._put(jax.tree_util.tree_map(
+        lambda x: np.stack([np.asarray(x)] * d),
+        train_state._replace(frames=None)))
+    self._actor_state = self._put(_shard(jax.device_get(actor_state), d))
+    if policy is None:
+      # Cached: runs of the same program in one process compile it once.
+      self._fn = _pmapped_train_fn(env, network, program_config(config),
+                                   tuple(self.devices))
+    else:
+      fn = make_train_fn(env, network, config,
+                         updates_per_call=config.updates_per_call,
+                         axis_name=AXIS, policy=policy)
+      self._fn = jax.pmap(fn, axis_name=AXIS, devices=self.devices,
+                          donate_argnums=(0, 1))
+
+  def _put(self, tree):
+    return jax.device_put(tree, self._sharding)
+
+  def run(self) -> Tuple[Dict[str, Any], Games]:
+    """One call: ``K`` updates on every device. Returns the metrics (device
+    arrays, not waited for) and the per-device ``Games`` (leaves
+    ``[D, ...]``)."""
+    (self._train_state, self._actor_state, metrics,
+     games) = self._fn(self._train_state, self._actor_state)
+    self.frames += self.frames_per_call
+    return jax.tree_util.tree_map(lambda x: x[0], metrics), games
+
+  def params(self):
+    return jax.tree_util.tree_map(lambda x: x[0], self._train_state.params)
+
+  def train_state(self) -> learner_lib.TrainState:
+    """Unreplicated host copy, ``frames`` set (for checkpoints)."""
+    host = jax.device_get(jax.tree_util.tree_map(lambda x: x[0],
+                                                 self._train_state))
+    return host._replace(frames=self.frames)
+
+  def actor_state(self) -> ActorState:
+    """Host copy with leaves ``[B, ...]`` (devices concatenated)."""
+    return _unshard(self._actor_state)
+
+
+def recent_games(games: Games) -> Tuple[List[float], List[float]]:
+  """Host lists (returns, lengths) from per-device ``Games`` ``[D, ...]``,
+  each device's oldest first."""
+  games = jax.device_get(games)
+  returns, lengths = [], []
+  for d in range(np.shape(games.count)[0]):
+    count = int(games.count[d])
+    r = games.recent_return.shape[1]
+    order = np.roll(np.arange(r), -(count % r)) if count >= r else (
+        np.arange(count))
+    returns.extend(games.recent_return[d][order].tolist())
+    lengths.extend(games.recent_length[d][order].tolist())
+  return returns, lengths
+
+
+# ------------------------------------------------------------ set-up ---
+def make_env(config: Config) -> jax_envs.JaxEnv:
+  """The config's JAX environment (``max_episode_steps <= 0``: the
+  environment's own time limit). Cached: the same id gives the same object,
+  so a resumed run in the same process reuses the compiled program."""
+  return _make_env(config.env, config.max_episode_steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_env(env_id: str, max_episode_steps: int) -> jax_envs.JaxEnv:
+  return jax_envs.make_jax_env(env_id, max_episode_steps=max_episode_steps)
+
+
+def program_config(config: Config) -> Config:
+  """``config`` with the fields that do not change the compiled program
+  set to fixed values (seed, logging, checkpoints, devices; the frame budget
+  and batch size unless the learning rate decays over the updates they
+  make). Shapes are the compiler's business."""
+  fixed = dict(seed=0, log_every_seconds=0.0, checkpoint_every_seconds=0.0,
+               learner_devices=(0,), actor_devices=(0,), env='', num_envs=1,
+               env_batch_size=1, num_actors=1, env_threads=0, queue_size=1)
+  if not config.lr_decay:
+    fixed.update(total_frames=1, batch_size=1)
+  return dataclasses.replace(config, **fixed)
+
+
+@functools.lru_cache(maxsize=16)
+def _pmapped_train_fn(env: jax_envs.JaxEnv, network: networks.AgentNetwork,
+                      config: Config, devices: Tuple[jax.Device, ...]):
+  fn = make_train_fn(env, network, config,
+                     updates_per_call=config.updates_per_call,
+                     axis_name=AXIS)
+  return jax.pmap(fn, axis_name=AXIS, devices=list(devices),
+                  donate_argnums=(0, 1))
+
+
+def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
+                 ) -> Tuple[jax_envs.JaxEnv, List[jax.Device]]:
+  """Validates an Anakin run before anything compiles.
+
+  Returns ``(env, devices)``; raises ``runtime.ConfigError`` (one line).
+  """
+  from impala_jax import runtime  # pylint: disable=g-import-not-at-top
+  try:
+    config.validate()
+    if jax.process_count() > 1:
+      raise ValueError('the Anakin runtime runs in one process (its pmap '
+                       'spans this host\'s devices); drop the multi-host '
+                       'flags.')
+    if config.runtime == 'sebulba':
+      raise ValueError(f'{config.env} is a JAX environment: it runs in the '
+                       'Anakin runtime only; use --runtime=anakin (or auto).')
+    if env is None:
+      if not jax_envs.is_jax_env_id(config.env):
+        raise ValueError(
+            f'--runtime=anakin needs a JAX environment id such as '
+            f'gymnax:CartPole-v1, got {config.env!r}; envpool ids run with '
+            '--runtime=sebulba.')
+      env = make_env(config)
+  except ValueError as e:
+    raise runtime.ConfigError(str(e)) from None
+  devices = runtime.select_devices(config.learner_devices, 'learner_devices')
+  shape = tuple(env.spec.obs_shape)
+  if len(shape) != 3 and config.torso != 'mlp':
+    raise runtime.ConfigError(f'{config.env} has vector observations {shape}; '
+                              'use --torso=mlp.')
+  if len(shape) == 3 and config.torso == 'shallow' and min(shape[1:]) < 36:
+    raise runtime.ConfigError(
+        f'{config.env} observations {shape} are too small for the shallow '
+        'torso (8x8 stride 4 then 4x4 stride 2); use --torso=mlp or '
+        '--torso=deep.')
+  return env, devices
+
+
+def _env_keys(seed: int, batch_size: int) -> jax.Array:
+  """``[B, 2]`` per-environment keys, independent of the device count."""
+  base = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
+  return jax.random.split(base, batch_size)
+
+
+# ---------------------------------------------------- checkpoint extras ---
+def _flat_leaves(tree) -> Dict[str, np.ndarray]:
+  """Leaves as ``{'leaf_00000': array, ...}`` (bools stored as uint8)."""
+  leaves = jax.tree_util.tree_leaves(jax.device_get(tree))
+  out = {}
+  for i, x in enumerate(leaves):
+    x = np.asarray(x)
+    out[f'leaf_{i:05d}'] = x.astype(np.uint8) if x.dtype == np.bool_ else x
+  return out
+
+
+def _from_flat(flat: Dict[str, Any], template):
+  leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(template))
+  if len(flat) != len(leaves):
+    raise ValueError(f'checkpoint holds {len(flat)} environment arrays, '
+                     f'this run has {len(leaves)}: another environment?')
+  out = []
+  for i, want in enumerate(leaves):
+    got = np.asarray(flat[f'leaf_{i:05d}'])
+    want = np.asarray(want)
+    if got.shape != want.shape:
+      raise ValueError(f'checkpointed environment array {i} has shape '
+                       f'{got.shape}, this run {want.shape}: another '
+                       '--batch_size or environment?')
+    out.append(got.astype(want.dtype))
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ------------------------------------------------------------- training ---
+def train_anakin(config: Config, logdir: str, *,
+                 resume: Optional[bool] = None, progress: bool = True,
+                 handle_signals: bool = True,
+                 env: Optional[jax_envs.JaxEnv] = None,
+                 on_call: Optional[Callable[[int, dict], None]] = None):
+  """Trains in the Anakin layout until ``config.total_frames`` (rounded up
+  to whole calls of ``updates_per_call`` updates).
+
+  Same outputs as ``runtime.train``: ``logdir/config.json``,
+  ``metrics.csv``, TensorBoard events, the progress line, orbax
+  checkpoints (every ``checkpoint_every_seconds`` and at exit) that also
+  hold the environments' state and keys, so a resumed run continues the
+  step count and the environments' RNG. SIGINT/SIGTERM: finish the call,
+  checkpoint, return.
+
+  Args:
+    config: the run's config; ``env`` a ``gymnax:`` id unless ``env`` given.
+    logdir: the run directory.
+    resume: continue from ``logdir/checkpoints`` (default: when present).
+    progress: print the progress line.
+    handle_signals: install SIGINT/SIGTERM handlers (main thread only).
+    env: a ready ``JaxEnv`` instead of ``config.env`` (e.g. gymnax with
+      non-default parameters).
+    on_call: optional callback ``(update_count, metrics)`` after each call.
+
+  Returns:
+    ``runtime.RunResult``. Raises ``runtime.ConfigError`` before compiling
+    for bad settings.
+  """
+  from impala_jax import runtime  # pylint: disable=g-import-not-at-top
+  env, devices = check_config(config, env)
+  spec = env.spec
+  os.makedirs(logdir, exist_ok=True)
+  ckpt_dir = os.path.join(logdir, 'checkpoints')
+  if resume is None:
+    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
+
+  network = learner_lib.make_network(config, spec.num_actions)
+  rng = jax.random.PRNGKey(config.seed)
+  train_state = learner_lib.init_train_state(
+      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
+      rng)
+  actor_state = jax.jit(functools.partial(init_actor_state, env, network))(
+      _env_keys(config.seed, config.batch_size))
+  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir)
+  meta: Dict[str, Any] = {}
+  if resume:
+    restored = checkpointer.restore(train_state)
+    if restored is not None:
+      train_state, meta = restored
+      flat = checkpointer.restore_extra(_flat_leaves(actor_state),
+                                        int(meta['update_count']))
+      if flat is None:
+        raise runtime.ConfigError(
+            f'checkpoint {meta["update_count"]} in {ckpt_dir} has no '
+            'environment state: it was not written by the Anakin runtime.')
+      try:
+        actor_state = _from_flat(flat, actor_state)
+      except ValueError as e:
+        raise runtime.ConfigError(str(e)) from None
+      log.info('resumed from update %d, frame %d',
+               int(train_state.update_count), train_state.frames)
+  start_update = int(train_state.update_count)
+  runtime._write_config(logdir, config, spec, start_update)  # pylint: disable=protected-access
+
+  runner = AnakinRunner(config, env, network, devices, train_state,
+                        actor_state)
+  writer = metrics_lib.MetricsWriter(
+      logdir, resume_from_frames=runner.frames if resume else None)
+  progress_line = metrics_lib.Progress(config.total_frames) if progress else None
+  episodes = metrics_lib.EpisodeStats()
+  rate = metrics_lib.RateMeter(runner.frames)
+
+  stop_signal = threading.Event()
+  previous_handlers = {}
+  if handle_signals and threading.current_thread() is threading.main_thread():
+    def on_signal(signum, frame):  # pylint: disable=unused-argument
+      stop_signal.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      previous_handlers[sig] = signal.signal(sig, on_signal)
+
+  wall_start = time.time() - float(meta.get('wall_time', 0.0))
+  last_log = last_ckpt = time.monotonic()
+  pending = {'games': 0, 'return_sum': 0.0, 'length_sum': 0.0}
+  total_games = 0
+  updates = start_update
+
+  def save():
+    checkpointer.save(runner.train_state(), {
+        'frames': runner.frames, 'update_count': updates,
+        'wall_time': time.time() - wall_start, 'runtime': 'anakin',
+        'config': runtime.config_dict(config)},
+        extra=_flat_leaves(runner.actor_state()))
+
+  try:
+    while runner.frames < config.total_frames and not stop_signal.is_set():
+      metrics, games = runner.run()
+      updates += runner.updates_per_call
+      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      returns, lengths = recent_games(games)
+      episodes.add(returns, lengths)
+      ended = int(host.pop('games'))
+      total_games += ended
+      pending['games'] += ended
+      pending['return_sum'] += host.pop('games_return_sum')
+      pending['length_sum'] += host.pop('games_length_sum')
+      if on_call is not None:
+        on_call(updates, host)
+      now = time.monotonic()
+      done = runner.frames >= config.total_frames
+      if now - last_log >= config.log_every_seconds or done:
+        last_log = now
+        n = pending['games']
+        row = {
+            'frames': runner.frames, 'updates': updates,
+            'sps': rate.rate(runner.frames),
+            'episode_return': pending['return_sum'] / n if n else math.nan,
+            'episode_length': pending['length_sum'] / n if n else math.nan,
+            'episodes': n, 'policy_lag': 0.0, 'policy_lag_max': 0,
+            'wall_time': time.time() - wall_start,
+        }
+        row.update(host)
+        row['skipped_updates'] = int(host.get('skipped_updates', 0))
+        pending = {'games': 0, 'return_sum': 0.0, 'length_sum': 0.0}
+        episodes.drain()
+        writer.write(row)
+        if progress_line:
+          progress_line.update(row['frames'], row['sps'],
+                               row['episode_return'], extra='anakin')
+      if now - last_ckpt >= config.checkpoint_every_seconds:
+        last_ckpt = now
+        save()
+    save()
+  finally:
+    for sig, handler in previous_handlers.items():
+      signal.signal(sig, handler)
+    if progress_line:
+      progress_line.done()
+    writer.close()
+    checkpointer.close()
+  return runtime.RunResult(
+      frames=runner.frames, updates=updates, episodes=total_games,
+      recent_returns=episodes.last_returns(100),
+      stopped_by_signal=stop_signal.is_set())

@@ -1,0 +1,350 @@
+"""Environments written in JAX: a functional interface and a gymnax adapter.
+
+A ``JaxEnv`` is one environment as two pure functions, to be ``vmap``ped over
+a batch and ``scan``ned over time inside one compiled program (the Anakin
+layout, ``impala_jax/anakin.py``)::
+
+  state, obs = env.reset(key)
+  state, obs, reward, terminated, truncated = env.step(state, action, key)
+
+Shapes are for one environment: ``obs`` is ``[*spec.obs_shape]``, the rest
+are scalars (``reward`` float32, ``terminated``/``truncated`` bool,
+``action`` int32).
+
+Semantics are envpool's (``impala_jax/envs/base.py``), so that the Anakin
+trajectory has exactly the envpool actor's layout:
+
+* ``step`` after a terminal (terminated or truncated) step **ignores the
+  action** and resets instead: it returns the first observation of the next
+  episode with reward 0 and no flags (the "reset row"). The terminal step
+  itself returns the episode's **real final observation**, so a truncated
+  episode bootstraps from its value. Resetting is automatic (inside
+  ``step``); ``state.needs_reset`` says that the next step is a reset.
+* ``truncated`` means "cut by the time limit" (``max_episode_steps`` agent
+  steps, counted here in ``state.episode_step``), never together with
+  ``terminated``: gymnax's own ``done`` mixes both (CartPole's ``done`` is
+  also True at step 500), so the adapter lifts gymnax's time limit and
+  applies its own.
+* ``state.game_return`` / ``state.game_length`` hold the raw score and the
+  number of transitions of the current game so far (reset steps not
+  counted); on a terminal step they are the whole game's. None of the
+  gymnax environments has lives, so a game is an episode.
+
+Environment ids are ``gymnax:<gymnax id>``, e.g. ``gymnax:CartPole-v1``;
+``GYMNAX_IDS`` lists those with discrete actions and array observations.
+Pinned and tested with gymnax 0.0.9 (which imports ``six`` and ``seaborn``).
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import warnings
+from typing import Any, NamedTuple, Optional, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from impala_jax.envs.base import EnvSpec
+
+# gymnax 0.0.9's MinAtar scatters ints into bool grids; jax warns about it at
+# trace time (harmless today). Only that message is silenced.
+warnings.filterwarnings('ignore', message='scatter inputs have incompatible',
+                        category=FutureWarning)
+
+PREFIX = 'gymnax:'
+
+# gymnax environments with discrete actions and array observations that
+# need no download (MNISTBandit does; the continuous-action ones are out).
+GYMNAX_IDS = (
+    'CartPole-v1', 'Acrobot-v1', 'MountainCar-v0',
+    'Asterix-MinAtar', 'Breakout-MinAtar', 'Freeway-MinAtar',
+    'SpaceInvaders-MinAtar',
+    'Catch-bsuite', 'DeepSea-bsuite', 'MemoryChain-bsuite',
+    'UmbrellaChain-bsuite', 'DiscountingChain-bsuite', 'SimpleBandit-bsuite',
+)
+_CONTINUOUS = ('Pendulum-v1', 'MountainCarContinuous-v0', 'Reacher-misc',
+               'Swimmer-misc', 'PointRobot-misc')
+# No time limit of ours is ever reached with this one (gymnax's is lifted).
+_NO_LIMIT = 2**30
+
+
+class EnvState(NamedTuple):
+  """The state of one environment (leaves ``[]`` unless noted).
+
+  Attributes:
+    inner: the backend's own state (e.g. a gymnax ``EnvState``).
+    needs_reset: bool, the last step ended the episode: the next ``step``
+      resets (ignoring its action).
+    episode_step: int32, agent steps taken in the current episode.
+    game_return: float32, raw score of the current game so far.
+    game_length: int32, transitions of the current game so far.
+  """
+  inner: Any
+  needs_reset: jax.Array
+  episode_step: jax.Array
+  game_return: jax.Array
+  game_length: jax.Array
+
+
+class JaxEnv(abc.ABC):
+  """A single functional environment with envpool's auto-reset semantics.
+
+  Subclasses implement ``_reset`` and ``_step`` (one episode, no time
+  limit, no auto-reset); this class adds the time limit, the automatic
+  reset and the whole-game statistics (see the module docstring).
+
+  Attributes:
+    spec: the ``EnvSpec`` (``action_repeat`` is 1; ``max_episode_steps`` is
+      the time limit applied here).
+  """
+
+  spec: EnvSpec
+
+  @property
+  def max_episode_steps(self) -> int:
+    return int(self.spec.max_episode_steps)
+
+  @abc.abstractmethod
+  def _reset(self, key: jax.Array, previous: Optional[Any]
+             ) -> Tuple[Any, jax.Array]:
+    """Starts an episode: ``(inner state, obs [*obs_shape])``.
+
+    ``previous`` is the inner state of the episode that just ended (None for
+    the very first reset); environments that number their episodes (the
+    scripted test env) read it, gymnax ignores it.
+    """
+
+  @abc.abstractmethod
+  def _step(self, inner: Any, action: jax.Array, key: jax.Array
+            ) -> Tuple[Any, jax.Array, jax.Array, jax.Array]:
+    """One step of a running episode: ``(inner, obs, reward, terminated)``,
+    ``terminated`` meaning a real end (discount 0), never a time limit."""
+
+  def reset(self, key: jax.Array) -> Tuple[EnvState, jax.Array]:
+    """A fresh environment: ``(state, obs [*obs_shape])``."""
+    inner, obs = self._reset(key, None)
+    return _fresh_state(inner), obs
+
+  def step(self, state: EnvState, action: jax.Array, key: jax.Array
+           ) -> Tuple[EnvState, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One agent step, resetting instead where ``state.needs_reset``.
+
+    Args:
+      state: ``EnvState`` of one environment.
+      action: ``[]`` int32 (ignored where ``state.needs_reset``).
+      key: PRNG key for this step (and the reset it may do).
+
+    Returns:
+      ``(state, obs [*obs_shape], reward [] float32, terminated [] bool,
+      truncated [] bool)``.
+    """
+    chex.assert_rank(action, 0)
+    step_key, reset_key = jax.random.split(key)
+    # Both branches are computed (a select under vmap anyway); cheap for the
+    # small JAX environments this path is for.
+    reset_inner, reset_obs = self._reset(reset_key, state.inner)
+    inner, obs, reward, terminated = self._step(state.inner, action,
+                                                step_key)
+    episode_step = state.episode_step + 1
+    terminated = jnp.asarray(terminated, jnp.bool_)
+    truncated = ~terminated & (episode_step >= self.max_episode_steps)
+    reward = jnp.asarray(reward, jnp.float32)
+    stepped = EnvState(inner=inner, needs_reset=terminated | truncated,
+                       episode_step=episode_step,
+                       game_return=state.game_return + reward,
+                       game_length=state.game_length + 1)
+    resetting = state.needs_reset
+    new_state = jax.tree_util.tree_map(
+        lambda r, s: jnp.where(resetting, r, s), _fresh_state(reset_inner),
+        stepped)
+    obs = jnp.where(resetting, reset_obs, obs)
+    zero = jnp.zeros((), jnp.bool_)
+    return (new_state, obs, jnp.where(resetting, 0.0, reward),
+            jnp.where(resetting, zero, terminated),
+            jnp.where(resetting, zero, truncated))
+
+
+def _fresh_state(inner: Any) -> EnvState:
+  return EnvState(inner=inner, needs_reset=jnp.zeros((), jnp.bool_),
+                  episode_step=jnp.zeros((), jnp.int32),
+                  game_return=jnp.zeros((), jnp.float32),
+                  game_length=jnp.zeros((), jnp.int32))
+
+
+# ---------------------------------------------------------------- gymnax ---
+def is_jax_env_id(env_id: str) -> bool:
+  return isinstance(env_id, str) and env_id.startswith(PREFIX)
+
+
+def validate_gymnax_id(env_id: str) -> str:
+  """Checks ``gymnax:<id>`` without importing gymnax; returns it unchanged.
+
+  Raises:
+    ValueError: (one line) naming the closest supported ids.
+  """
+  name = env_id[len(PREFIX):] if is_jax_env_id(env_id) else env_id
+  if name in GYMNAX_IDS:
+    return env_id
+  if name in _CONTINUOUS:
+    raise ValueError(f'{env_id!r} has continuous actions; the IMPALA agent '
+                     'needs discrete ones. Supported: ' +
+                     ', '.join(PREFIX + i for i in GYMNAX_IDS) + '.')
+  by_lower = {i.lower(): i for i in GYMNAX_IDS}
+  hits = difflib.get_close_matches(name.lower(), list(by_lower), n=5,
+                                   cutoff=0.5)
+  if hits:
+    hint = 'did you mean ' + ', '.join(PREFIX + by_lower[h]
+                                       for h in hits) + '?'
+  else:
+    hint = 'supported: ' + ', '.join(PREFIX + i for i in GYMNAX_IDS) + '.'
+  raise ValueError(f'unknown JAX environment id {env_id!r}; {hint}')
+
+
+class GymnaxEnv(JaxEnv):
+  """A gymnax environment behind the ``JaxEnv`` interface.
+
+  Args:
+    env_id: ``gymnax:<id>`` (or the bare gymnax id), one of ``GYMNAX_IDS``.
+    max_episode_steps: the time limit (truncation); ``None`` or ``<= 0``:
+      gymnax's own ``max_steps_in_episode`` (CartPole 500, MinAtar 1000).
+    env_kwargs: passed to ``gymnax.make`` (e.g. ``use_minimal_action_set``).
+    **params: overrides of the gymnax ``EnvParams`` fields (e.g.
+      ``memory_length=10`` for MemoryChain).
+
+  Observations: float32; MinAtar's ``[10, 10, C]`` is transposed to
+  channel-first ``[C, 10, 10]``, the networks' convention.
+  """
+
+  def __init__(self, env_id: str, *, max_episode_steps: Optional[int] = None,
+               env_kwargs: Optional[dict] = None, **params: Any):
+    validate_gymnax_id(env_id)
+    import gymnax  # pylint: disable=g-import-not-at-top
+    self.gymnax_id = env_id[len(PREFIX):] if is_jax_env_id(env_id) else env_id
+    self._env, default = gymnax.make(self.gymnax_id, **(env_kwargs or {}))
+    unknown = sorted(set(params) - set(default.__dataclass_fields__))
+    if unknown:
+      raise ValueError(f'{env_id}: unknown parameter(s) {unknown}; '
+                       f'known: {sorted(default.__dataclass_fields__)}.')
+    params = default.replace(**params)
+    limit = int(params.max_steps_in_episode)
+    if max_episode_steps is not None and max_episode_steps > 0:
+      limit = int(max_episode_steps)
+    # gymnax's done includes its time limit; ours replaces it (truncation).
+    self._params = params.replace(max_steps_in_episode=_NO_LIMIT)
+    space = self._env.observation_space(params)
+    shape = tuple(int(d) for d in space.shape)
+    self._channel_first = len(shape) == 3
+    if self._channel_first:
+      shape = (shape[2], shape[0], shape[1])
+    shown = {k: (v if np.ndim(v) == 0 else np.asarray(v).tolist())
+             for k, v in vars(params).items()}
+    shown = {k: (v.item() if hasattr(v, 'item') else v)
+             for k, v in shown.items() if k != 'max_steps_in_episode'}
+    self.spec = EnvSpec(
+        env_id=PREFIX + self.gymnax_id, obs_shape=shape,
+        obs_dtype=np.dtype(np.float32),
+        num_actions=int(self._env.num_actions), action_repeat=1,
+        max_episode_steps=limit,
+        envpool_kwargs={'backend': 'gymnax',
+                        'gymnax_version': _gymnax_version(),
+                        'env_params': shown,
+                        'env_kwargs': dict(env_kwargs or {})})
+
+  def _obs(self, obs: jax.Array) -> jax.Array:
+    obs = jnp.asarray(obs, jnp.float32)
+    return jnp.transpose(obs, (2, 0, 1)) if self._channel_first else obs
+
+  def _reset(self, key, previous):
+    del previous
+    obs, inner = self._env.reset_env(key, self._params)
+    return inner, self._obs(obs)
+
+  def _step(self, inner, action, key):
+    obs, inner, reward, done, _ = self._env.step_env(key, inner, action,
+                                                     self._params)
+    return inner, self._obs(obs), reward, done
+
+
+def _gymnax_version() -> str:
+  try:
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+    return metadata.version('gymnax')
+  except Exception:  # pylint: disable=broad-except
+    return 'unknown'
+
+
+def make_jax_env(env_id: str, *, max_episode_steps: Optional[int] = None,
+                 **params: Any) -> JaxEnv:
+  """The ``JaxEnv`` for ``gymnax:<id>`` (validated first)."""
+  if not is_jax_env_id(env_id):
+    raise ValueError(f'{env_id!r} is not a JAX environment id; use '
+                     f'{PREFIX}<id>, e.g. {PREFIX}CartPole-v1.')
+  return GymnaxEnv(env_id, max_episode_steps=max_episode_steps, **params)
+
+
+# -------------------------------------------------------------- scripted ---
+class ScriptedJaxEnv(JaxEnv):
+  """The JAX twin of ``impala_jax.envs.ScriptedEnv``, for tests.
+
+  Observations ``[env_index, episode_index, step, last_action]`` (float32;
+  ``last_action`` -1 on a reset row), reward ``float(step)``. Episode ``k``
+  of env ``i`` ends after ``lengths[i][k % n]`` actions by termination, or,
+  where ``truncate[i][k % n]``, never ends by itself and is cut by the time
+  limit ``max_episode_steps`` (so ``ScriptedEnv`` with that episode length
+  and ``truncate=True`` is its twin). ``reset_at(i)`` starts env ``i``;
+  ``reset(key)`` starts env 0.
+
+  Args:
+    lengths: ``[num_envs][n]`` episode lengths (``n`` the same for all).
+    truncate: ``[num_envs][n]`` bool.
+    max_episode_steps: the time limit.
+    num_actions: action set size.
+  """
+
+  def __init__(self, lengths, truncate, *, max_episode_steps: int,
+               num_actions: int = 2):
+    self._lengths = jnp.asarray(lengths, jnp.int32)
+    self._truncate = jnp.asarray(truncate, jnp.bool_)
+    chex.assert_rank([self._lengths, self._truncate], 2)
+    chex.assert_equal_shape([self._lengths, self._truncate])
+    self.spec = EnvSpec(env_id='scripted-jax', obs_shape=(4,),
+                        obs_dtype=np.dtype(np.float32),
+                        num_actions=num_actions, action_repeat=1,
+                        max_episode_steps=max_episode_steps)
+
+  @staticmethod
+  def _inner(env, episode, step):
+    return (jnp.asarray(env, jnp.int32), jnp.asarray(episode, jnp.int32),
+            jnp.asarray(step, jnp.int32))
+
+  def reset_at(self, env_index) -> Tuple[EnvState, jax.Array]:
+    inner = self._inner(env_index, 0, 0)
+    return _fresh_state(inner), self._observe(inner, -1)
+
+  def _observe(self, inner, last_action):
+    env, episode, step = inner
+    return jnp.stack([env, episode, step,
+                      jnp.asarray(last_action, jnp.int32)]).astype(
+                          jnp.float32)
+
+  def _reset(self, key, previous):
+    del key
+    if previous is None:
+      inner = self._inner(0, 0, 0)
+    else:
+      inner = self._inner(previous[0], previous[1] + 1, 0)
+    return inner, self._observe(inner, -1)
+
+  def _step(self, inner, action, key):
+    del key
+    env, episode, step = inner
+    step = step + 1
+    n = self._lengths.shape[1]
+    length = self._lengths[env, episode % n]
+    terminated = (step >= length) & ~self._truncate[env, episode % n]
+    inner = self._inner(env, episode, step)
+    return inner, self._observe(inner, action), step.astype(
+        jnp.float32), terminated
