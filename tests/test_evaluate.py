@@ -1,0 +1,166 @@
+"""impala_jax.evaluation and experiments/evaluate.py.
+
+The end-to-end test trains a tiny CartPole run in-process (~10 s), then
+evaluates its checkpoint through the command line and checks the printed
+score and the GIF.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from impala_jax import config as config_lib
+from impala_jax import evaluation
+from impala_jax import learner as learner_lib
+from impala_jax import networks
+from impala_jax.envs.scripted import ScriptedEnv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_network(num_actions=2, use_lstm=True):
+  config = config_lib.Config(torso='mlp', mlp_sizes=(8,), use_lstm=use_lstm,
+                             lstm_size=8)
+  network = learner_lib.make_network(config, num_actions)
+  params = network.init(jax.random.PRNGKey(0),
+                        networks.zero_inputs((1, 1), (4,), np.float32),
+                        network.initial_state(1))
+  return network, params
+
+
+def test_game_quotas():
+  np.testing.assert_array_equal(evaluation.game_quotas(10, 4), [3, 3, 2, 2])
+  np.testing.assert_array_equal(evaluation.game_quotas(2, 4), [1, 1, 0, 0])
+  assert evaluation.game_quotas(7, 3).sum() == 7
+  with pytest.raises(ValueError):
+    evaluation.game_quotas(0, 2)
+
+
+def test_counts_whole_games_without_short_game_bias():
+  network, params = _tiny_network()
+  # env 0: games of 2 steps (return 1+2=3), env 1: 10 steps (return 55).
+  # Counting the first 4 games to end would give four short ones.
+  env = ScriptedEnv(2, episode_lengths=[2, 10])
+  result = evaluation.evaluate(params, network, env, num_games=4, seed=1)
+  assert sorted(result.returns.tolist()) == [3.0, 3.0, 55.0, 55.0]
+  assert sorted(result.lengths.tolist()) == [2, 2, 10, 10]
+  assert result.mean == pytest.approx(29.0)
+  assert result.median == pytest.approx(29.0)
+  assert result.frames == []
+
+
+def test_games_span_episodes_and_async_batches():
+  network, params = _tiny_network(use_lstm=False)
+  # 3 episodes of 3 steps per game (like lives); async batches of 2 of 3.
+  env = ScriptedEnv(3, episode_lengths=3, episodes_per_game=3, batch_size=2)
+  result = evaluation.evaluate(params, network, env, num_games=5, seed=0,
+                               record=True)
+  assert len(result.returns) == 5
+  assert result.returns.tolist() == [18.0] * 5      # 3 x (1+2+3)
+  assert result.lengths.tolist() == [9] * 5
+  # env 0's first game: 3 episodes x (reset row + 3 steps) rows.
+  assert len(result.frames) == 12
+  assert all(f.dtype == np.uint8 and f.ndim == 3 and f.shape[-1] == 3
+             for f in result.frames)
+
+
+def test_greedy_is_deterministic_and_sampling_is_not():
+  network, params = _tiny_network(num_actions=4)
+  reward = lambda env, episode, step, action: float(action)
+  def run(greedy, seed):
+    env = ScriptedEnv(2, episode_lengths=20, reward_fn=reward, num_actions=4)
+    return evaluation.evaluate(params, network, env, num_games=4,
+                               greedy=greedy, seed=seed).returns
+  np.testing.assert_array_equal(run(True, 0), run(True, 1))
+  assert not np.array_equal(run(False, 0), run(False, 1))
+
+
+def test_max_steps_guard():
+  network, params = _tiny_network()
+  env = ScriptedEnv(1, episode_lengths=100)
+  with pytest.raises(RuntimeError, match='did not finish'):
+    evaluation.evaluate(params, network, env, num_games=1, max_steps=10)
+
+
+def test_render_observations():
+  atari = np.zeros((4, 84, 84), np.uint8)
+  atari[-1, 10:20] = 200                       # newest frame of the stack
+  frame = evaluation.render_observation(atari)
+  assert frame.shape == (168, 168, 3) and frame.max() == 200
+  dmlab = np.full((72, 96, 3), 7, np.uint8)
+  assert evaluation.render_observation(dmlab).shape[-1] == 3
+  cart = evaluation.render_observation(np.array([0.5, 0, 0.1, 0]),
+                                       'CartPole-v1')
+  assert cart.shape == (200, 320, 3)
+  bars = evaluation.render_observation(np.array([1.0, -2.0, 3.0]))
+  assert bars.shape == (200, 320, 3)
+
+
+def test_write_video(tmp_path):
+  frames = [np.full((8, 8, 3), i * 20, np.uint8) for i in range(5)]
+  path = evaluation.write_video(frames, str(tmp_path / 'a.gif'))
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as im:
+    assert im.n_frames == 5
+  with pytest.raises(ValueError, match='.gif or .mp4'):
+    evaluation.write_video(frames, str(tmp_path / 'a.avi'))
+  with pytest.raises(ValueError, match='no frames'):
+    evaluation.write_video([], str(tmp_path / 'b.gif'))
+
+
+def test_config_from_dict_roundtrip():
+  config = config_lib.cartpole()
+  d = json.loads(json.dumps(dataclasses.asdict(config)))
+  d['field_from_the_future'] = 1
+  assert evaluation.config_from_dict(d) == config
+
+
+@pytest.fixture(scope='module')
+def cartpole_run(tmp_path_factory):
+  from impala_jax import runtime  # pylint: disable=g-import-not-at-top
+  logdir = str(tmp_path_factory.mktemp('cartpole_run'))
+  runtime.train(dataclasses.replace(config_lib.cartpole(), total_frames=3200),
+                logdir, sync=True, progress=False, handle_signals=False)
+  return logdir
+
+
+def _evaluate_cli(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.evaluate', *args], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_scores_and_records_a_cartpole_checkpoint(cartpole_run, tmp_path):
+  video = str(tmp_path / 'game.gif')
+  out_json = str(tmp_path / 'eval.json')
+  proc = _evaluate_cli(f'--logdir={cartpole_run}', '--num_games=4',
+                       '--greedy', f'--video={video}', f'--json={out_json}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'mean:' in proc.stdout and 'median:' in proc.stdout
+  with open(out_json) as f:
+    summary = json.load(f)
+  assert summary['num_games'] == 4 and len(summary['returns']) == 4
+  assert summary['checkpoint_frames'] == 3200
+  # CartPole pays 1 per step: a whole game's return is its length (>= 8).
+  assert summary['mean'] == pytest.approx(summary['mean_length'])
+  assert 8 <= summary['mean'] <= 500
+  assert os.path.getsize(video) > 1000
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(video) as im:
+    assert im.n_frames >= 2 and im.size == (320, 200)
+
+
+def test_cli_errors(tmp_path):
+  proc = _evaluate_cli(f'--logdir={tmp_path / "missing"}')
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'no such directory' in proc.stderr
+  proc = _evaluate_cli(f'--logdir={tmp_path}')          # exists, no ckpt
+  assert proc.returncode == 2 and 'no checkpoint' in proc.stderr
