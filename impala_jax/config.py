@@ -73,6 +73,10 @@ class Config:
   learner_devices: Tuple[int, ...] = (0,)
   queue_size: int = 4               # trajectories (of env_batch_size) queued
   log_every_seconds: float = 10.0
+  eval_every_frames: int = 0        # > 0: play eval_games whole games with
+  eval_games: int = 10              # the current params every this many
+                                    # frames (Sebulba runtime; metrics.csv
+                                    # columns eval_return_mean/median)
   checkpoint_every_seconds: float = 600.0
 
   def validate(self) -> 'Config':
@@ -122,6 +126,9 @@ class Config:
          f'{self.runtime!r}.')
     need(self.updates_per_call >= 1,
          f'--updates_per_call must be >= 1, got {self.updates_per_call}.')
+    need(self.eval_every_frames >= 0 and self.eval_games >= 1,
+         f'--eval_every_frames must be >= 0 and --eval_games >= 1, got '
+         f'{self.eval_every_frames} and {self.eval_games}.')
     need(self.queue_size >= 1,
          f'--queue_size must be >= 1, got {self.queue_size}.')
     need(len(self.learner_devices) >= 1 and len(self.actor_devices) >= 1,
@@ -197,7 +204,18 @@ PRESETS: dict[str, Callable[[], Config]] = {
 
 
 def get_preset(name: str) -> Config:
+  """A preset by name: one of ``PRESETS``, or ``<suite>:<game>`` for a
+  suite game with the paper's settings (``atari57:Breakout-v5``,
+  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``)."""
+  if ':' in name:
+    from impala_jax import suites  # pylint: disable=g-import-not-at-top
+    suite, game = name.split(':', 1)
+    if suite not in ('atari57', 'dmlab30'):
+      raise ValueError(f'unknown suite {suite!r} in --preset={name}; use '
+                       'atari57:<game> or dmlab30:<level>.')
+    return suites.preset(suite, game)
   if name not in PRESETS:
     raise ValueError(f'unknown preset {name!r}; choose one of '
-                     f'{", ".join(sorted(PRESETS))}.')
+                     f'{", ".join(sorted(PRESETS))}, or atari57:<game> / '
+                     'dmlab30:<level>.')
   return PRESETS[name]()

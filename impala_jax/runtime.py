@@ -320,6 +320,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   lags: List[int] = []
   updates = start_update
   local_frames = 0
+  next_eval = learner.frames + config.eval_every_frames
   wall_start = time.time() - float(meta.get('wall_time', 0.0))
   try:
     while learner.frames < config.total_frames:
@@ -350,6 +351,10 @@ def train(config: Config, logdir: str, *, sync: bool = False,
           progress_line.update(row['frames'], row['sps'],
                                row['episode_return'],
                                extra=f'lag {row["policy_lag"]:.1f}')
+      if config.eval_every_frames and learner.frames >= next_eval:
+        next_eval += config.eval_every_frames
+        if primary:
+          writer.write(_evaluate(config, learner, network, updates))
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         _save(checkpointer, learner, config, wall_start)
@@ -393,6 +398,17 @@ def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
   row.update(host)
   row['skipped_updates'] = int(host.get('skipped_updates', 0))
   return row
+
+
+def _evaluate(config, learner, network, updates) -> Dict[str, Any]:
+  """Plays ``config.eval_games`` whole games on fresh environments with
+  the current params (sampled actions), in the learner thread."""
+  from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
+  result = evaluation.evaluate_config(
+      config, learner.params(), num_games=config.eval_games,
+      seed=config.seed + 7919 * updates, network=network)
+  return {'frames': learner.frames, 'updates': updates,
+          'eval_return_mean': result.mean, 'eval_return_median': result.median}
 
 
 def _save(checkpointer, learner, config, wall_start) -> None:

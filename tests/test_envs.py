@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 
+import os
+
 import numpy as np
 import pytest
 
@@ -81,13 +83,27 @@ def test_unknown_id_lists_close_matches_before_creating(monkeypatch):
     validate_env_id('qqqqqqqq')
 
 
-@pytest.mark.parametrize('env_id', ['gymnax:CartPole-v1', 'dmlab:rooms_watermaze'])
-def test_reserved_backends(env_id):
-  backend = env_id.split(':')[0]
-  with pytest.raises(ValueError, match=f"'{backend}' backend is not available"):
-    make_env(env_id, num_envs=1)
+def test_gymnax_ids_are_not_envpool_envs():
+  with pytest.raises(ValueError, match="'gymnax' backend is not available"):
+    make_env('gymnax:CartPole-v1', num_envs=1)
   with pytest.raises(ValueError, match='not available'):
-    describe_env(env_id)
+    describe_env('gymnax:CartPole-v1')
+
+
+def test_dmlab_ids_route_to_the_dmlab_adapter(monkeypatch):
+  """Without deepmind_lab: one ValueError that says how to build it;
+  with it (the fake module of tests/fake_dmlab): the adapter's spec."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  if importlib.util.find_spec('deepmind_lab') is None:
+    with pytest.raises(ValueError, match='deepmind_lab'):
+      describe_env('dmlab:rooms_watermaze')
+    with pytest.raises(ValueError, match='deepmind_lab'):
+      make_env('dmlab:rooms_watermaze', num_envs=1)
+  monkeypatch.syspath_prepend(
+      os.path.join(os.path.dirname(__file__), 'fake_dmlab'))
+  spec = describe_env('dmlab:rooms_watermaze')
+  assert spec.obs_shape == (3, 72, 96) and spec.num_actions == 9
+  assert spec.action_repeat == 4
 
 
 def test_specs():

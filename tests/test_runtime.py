@@ -252,3 +252,14 @@ def test_sigkill_then_resume_continues(tmp_path):
   assert int(new[-1]['frames']) >= budget
   config = json.loads(open(os.path.join(logdir, 'config.json')).read())
   assert config['started_at_update'] == restored_update
+
+
+def test_periodic_evaluation_writes_eval_columns(tmp_path):
+  config = _cartpole(seed=0, total_frames=16 * 20 * 10,
+                     eval_every_frames=16 * 20 * 4, eval_games=3)
+  runtime.train(config, str(tmp_path), sync=True, progress=False,
+                handle_signals=False)
+  rows = [r for r in _read_rows(tmp_path / 'metrics.csv')
+          if r.get('eval_return_mean')]
+  assert [int(r['frames']) for r in rows] == [16 * 20 * 4, 16 * 20 * 8]
+  assert all(float(r['eval_return_mean']) > 0 for r in rows)

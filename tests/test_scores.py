@@ -227,3 +227,14 @@ def test_suites_and_presets():
     suites.atari57_preset('CartPole-v1')
   with pytest.raises(ValueError, match='not a DMLab-30 level'):
     suites.dmlab30_preset('Pong-v5')
+
+
+def test_suite_presets_by_name():
+  from impala_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  atari = config_lib.get_preset('atari57:Breakout-v5')
+  assert atari.env == 'Breakout-v5' and atari.torso == 'deep'
+  dmlab = config_lib.get_preset('dmlab30:rooms_watermaze')
+  assert dmlab.env == 'dmlab:rooms_watermaze' and dmlab.use_lstm
+  assert dmlab.unroll_length == 100
+  with pytest.raises(ValueError, match='atari57:<game>'):
+    config_lib.get_preset('procgen:coinrun')

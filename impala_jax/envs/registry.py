@@ -37,8 +37,9 @@ def validate_env_id(env_id: str) -> str:
   against ``jax_envs.GYMNAX_IDS``.
 
   Raises:
-    ValueError: (one line) for the reserved ``dmlab:`` prefix or an id
-      envpool (or gymnax) does not know, naming the closest valid ids.
+    ValueError: (one line) for an id envpool (or gymnax) does not know,
+      naming the closest valid ids, or a ``dmlab:`` id when
+      ``deepmind_lab`` is not installed (saying how to build it).
   """
   if not isinstance(env_id, str) or not env_id:
     raise ValueError(f'env id must be a non-empty string, got {env_id!r}.')
@@ -46,6 +47,13 @@ def validate_env_id(env_id: str) -> str:
     # JAX environments (the Anakin runtime): checked against their own list.
     from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
     return jax_envs.validate_gymnax_id(env_id)
+  if env_id.startswith('dmlab:'):
+    # DeepMind Lab (impala_jax/envs/dmlab.py): a known level and an
+    # installed deepmind_lab module, or a message saying how to build it.
+    from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
+    dmlab.level_name(env_id)
+    dmlab.check_installed()
+    return env_id
   for prefix in RESERVED_PREFIXES:
     if env_id.startswith(prefix):
       raise ValueError(
@@ -80,6 +88,9 @@ def describe_env(env_id: str, *, atari: Optional[AtariOptions] = None,
   """
   validate_env_id(env_id)
   _not_envpool(env_id)
+  if env_id.startswith('dmlab:'):
+    from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
+    return dmlab.describe_dmlab(env_id, kwargs.get('max_episode_steps', 0))
   _, make_kwargs = resolve_kwargs(env_id, atari, kwargs)
   return spec_from_envpool(env_id, make_envpool_spec(env_id, make_kwargs))
 
@@ -105,5 +116,10 @@ def make_env(env_id: str, *, num_envs: int, batch_size: Optional[int] = None,
   """
   validate_env_id(env_id)
   _not_envpool(env_id)
+  if env_id.startswith('dmlab:'):
+    from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
+    return dmlab.make_dmlab_env(env_id, num_envs=num_envs,
+                                batch_size=batch_size, seed=seed,
+                                num_threads=num_threads, **kwargs)
   return EnvpoolEnv(env_id, num_envs=num_envs, batch_size=batch_size,
                     seed=seed, num_threads=num_threads, atari=atari, **kwargs)
