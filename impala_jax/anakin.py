@@ -46,7 +46,6 @@ import functools
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -576,12 +575,7 @@ def train_anakin(config: Config, logdir: str, *,
   rate = metrics_lib.RateMeter(runner.frames)
 
   stop_signal = threading.Event()
-  previous_handlers = {}
-  if handle_signals and threading.current_thread() is threading.main_thread():
-    def on_signal(signum, frame):  # pylint: disable=unused-argument
-      stop_signal.set()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      previous_handlers[sig] = signal.signal(sig, on_signal)
+  restore_signals = runtime.set_on_signals(stop_signal, handle_signals)
 
   wall_start = time.time() - float(meta.get('wall_time', 0.0))
   last_log = last_ckpt = time.monotonic()
@@ -636,8 +630,7 @@ def train_anakin(config: Config, logdir: str, *,
         save()
     save()
   finally:
-    for sig, handler in previous_handlers.items():
-      signal.signal(sig, handler)
+    restore_signals()
     if progress_line:
       progress_line.done()
     writer.close()

@@ -127,6 +127,22 @@ def global_learner_devices(indices: Sequence[int]) -> List[jax.Device]:
   return devices
 
 
+def set_on_signals(event: threading.Event,
+                   enabled: bool = True) -> Callable[[], None]:
+  """SIGINT/SIGTERM set ``event`` (the run then finishes its update,
+  checkpoints and returns) instead of raising. Only from the main thread
+  (elsewhere, or with ``enabled=False``, nothing is installed). Returns a
+  function that restores the previous handlers."""
+  previous = {}
+  if enabled and threading.current_thread() is threading.main_thread():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      previous[sig] = signal.signal(sig, lambda signum, frame: event.set())
+  def restore():
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  return restore
+
+
 # ------------------------------------------------------- params store ---
 class ParamsStore:
   """The newest parameters and their version (= learner update count)."""
@@ -273,12 +289,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   errors: list = []
   trajectories: queue.Queue = queue.Queue(maxsize=config.queue_size)
   threads = []
-  previous_handlers = {}
-  if handle_signals and threading.current_thread() is threading.main_thread():
-    def on_signal(signum, frame):  # pylint: disable=unused-argument
-      stop_signal.set()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      previous_handlers[sig] = signal.signal(sig, on_signal)
+  restore_signals = set_on_signals(stop_signal, handle_signals)
 
   fail_after = _fault_after()
   multi_process = jax.process_count() > 1
@@ -365,8 +376,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       t.join(timeout=5.0)
     for actor in actors:
       actor.env.close()
-    for sig, handler in previous_handlers.items():
-      signal.signal(sig, handler)
+    restore_signals()
     if progress_line:
       progress_line.done()
     writer.close()
