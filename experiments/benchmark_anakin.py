@@ -56,6 +56,9 @@ _ENVPOOL_B = flags.DEFINE_list(
     'async batch is half of it) to try.')
 _UPDATES_PER_CALL = flags.DEFINE_integer('updates_per_call', 10,
                                          'Anakin updates per call (K).')
+_DEVICES = flags.DEFINE_integer(
+    'anakin_devices', 1, 'Devices the Anakin runs pmap over. On a CPU, more '
+    'than 1 needs XLA_FLAGS=--xla_force_host_platform_device_count=N.')
 _SECONDS = flags.DEFINE_float('seconds', 8.0,
                               'Timed seconds per setting (after compiling).')
 _SKIP_UPDATES = flags.DEFINE_integer(
@@ -103,6 +106,7 @@ def time_anakin(config: config_lib.Config, seconds: float) -> dict:
   steps = calls * config.updates_per_call * config.unroll_length * (
       config.batch_size)
   return {'batch_size': config.batch_size, 'T': config.unroll_length,
+          'devices': len(devices),
           'updates_per_call': config.updates_per_call, 'calls': calls,
           'seconds': elapsed, 'first_call_s': compile_s,
           'env_steps_per_s': steps / elapsed, 'fps': steps / elapsed}
@@ -164,8 +168,14 @@ def main(argv):
         flush=True)
 
   results = {}
+  if not 1 <= _DEVICES.value <= jax.local_device_count():
+    _fail(f'--anakin_devices={_DEVICES.value}: this host has '
+          f'{jax.local_device_count()} device(s); on a CPU set XLA_FLAGS='
+          '--xla_force_host_platform_device_count=N.')
+  anakin_devices = tuple(range(_DEVICES.value))
   base = dataclasses.replace(config_lib.cartpole_anakin(),
-                             updates_per_call=k)
+                             updates_per_call=k,
+                             learner_devices=anakin_devices)
   rows = []
   for b in cartpole_sizes:
     rows.append(time_anakin(dataclasses.replace(base, batch_size=b), seconds))
@@ -175,7 +185,8 @@ def main(argv):
   results['anakin_cartpole'] = {'best': _best(rows), 'all': rows,
                                 'network': list(base.mlp_sizes)}
 
-  base = dataclasses.replace(config_lib.minatar(), updates_per_call=k)
+  base = dataclasses.replace(config_lib.minatar(), updates_per_call=k,
+                             learner_devices=anakin_devices)
   rows = []
   for b in breakout_sizes:
     rows.append(time_anakin(dataclasses.replace(base, batch_size=b), seconds))
@@ -217,6 +228,7 @@ def main(argv):
       json.dump({'machine': common.machine_info(),
                  'frames_definition': 'env steps x action repeat (1 here)',
                  'updates_per_call': k, 'seconds_per_setting': seconds,
+                 'anakin_devices': _DEVICES.value,
                  **results}, f, indent=2)
     print('wrote', _JSON.value)
 
