@@ -45,7 +45,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -55,7 +54,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impala_jax import checkpoint as checkpoint_lib
 from impala_jax import learner as learner_lib
 from impala_jax import metrics as metrics_lib
 from impala_jax import networks
@@ -533,19 +531,10 @@ def train_anakin(config: Config, logdir: str, *,
   from impala_jax import runtime  # pylint: disable=g-import-not-at-top
   env, devices = check_config(config, env)
   spec = env.spec
-  os.makedirs(logdir, exist_ok=True)
-  ckpt_dir = os.path.join(logdir, 'checkpoints')
-  if resume is None:
-    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
-
-  network = learner_lib.make_network(config, spec.num_actions)
-  rng = jax.random.PRNGKey(config.seed)
-  train_state = learner_lib.init_train_state(
-      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
-      rng)
+  network, train_state, checkpointer, resume = runtime.start_run(
+      config, spec, logdir, resume)
   actor_state = jax.jit(functools.partial(init_actor_state, env, network))(
       _env_keys(config.seed, config.batch_size))
-  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir)
   meta: Dict[str, Any] = {}
   if resume:
     restored = checkpointer.restore(train_state)
@@ -555,7 +544,7 @@ def train_anakin(config: Config, logdir: str, *,
                                         int(meta['update_count']))
       if flat is None:
         raise runtime.ConfigError(
-            f'checkpoint {meta["update_count"]} in {ckpt_dir} has no '
+            f'checkpoint {meta["update_count"]} in {checkpointer.directory} has no '
             'environment state: it was not written by the Anakin runtime.')
       try:
         actor_state = _from_flat(flat, actor_state)

@@ -143,6 +143,27 @@ def set_on_signals(event: threading.Event,
   return restore
 
 
+def start_run(config: Config, spec, logdir: str, resume: Optional[bool],
+              is_primary: bool = True):
+  """The start every runtime shares: the run directory, the network, the
+  freshly initialised ``TrainState`` (the template a checkpoint restores
+  into) and the checkpointer of ``logdir/checkpoints``.
+
+  Returns ``(network, template_state, checkpointer, resume)``, where
+  ``resume`` is resolved (None: True when a checkpoint exists).
+  """
+  os.makedirs(logdir, exist_ok=True)
+  ckpt_dir = os.path.join(logdir, 'checkpoints')
+  if resume is None:
+    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
+  network = learner_lib.make_network(config, spec.num_actions)
+  template = learner_lib.init_train_state(
+      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
+      jax.random.PRNGKey(config.seed))
+  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=is_primary)
+  return network, template, checkpointer, resume
+
+
 # ------------------------------------------------------- params store ---
 class ParamsStore:
   """The newest parameters and their version (= learner update count)."""
@@ -233,16 +254,9 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   spec, actor_devices, learner_devices = check_config(config)
   process, primary = jax.process_index(), jax.process_index() == 0
   local_batch = config.batch_size // jax.process_count()
-  os.makedirs(logdir, exist_ok=True)
-  ckpt_dir = os.path.join(logdir, 'checkpoints')
-  if resume is None:
-    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
-
-  network = learner_lib.make_network(config, spec.num_actions)
-  rng = jax.random.PRNGKey(config.seed)
-  template = learner_lib.init_train_state(
-      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat, rng)
-  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=primary)
+  network, template, checkpointer, resume = start_run(
+      config, spec, logdir, resume, is_primary=primary)
+  rng = template.rng
   meta: Dict[str, Any] = {}
   state = template
   if resume:
