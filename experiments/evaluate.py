@@ -10,8 +10,11 @@ run's settings (Atari: the same no-op starts, sticky actions, life handling
 and time limit as training) and a seed of their own (``--seed``). Prints
 one line per statistic (mean, median, ...; raw, unclipped whole-game
 scores) and, when ``impala_jax.scores`` knows the game, the human-normalised
-score. ``--video`` records environment 0's first game as a GIF or MP4 (MP4
-needs ffmpeg). ``--json`` also writes the results as JSON.
+score. ``--video`` records environment 0's first game as a GIF or an MP4
+(H.264). ``--json`` also writes the results as JSON.
+
+Anakin runs (``gymnax:`` environments) are evaluated on the same JAX
+environments stepped from the host (``JaxBatchedEnv``).
 
 Errors (missing logdir, no checkpoint, unusable config) print one
 ``error:`` line and exit with status 2.
@@ -55,8 +58,6 @@ def load_run(logdir: str, step=None):
   from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
   from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
-  from impala_jax.envs import describe_env  # pylint: disable=g-import-not-at-top
-  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
 
   if not os.path.isdir(logdir):
     raise UsageError(f'--logdir={logdir}: no such directory.')
@@ -83,10 +84,7 @@ def load_run(logdir: str, step=None):
                      'the checkpoint meta.')
   try:
     config = evaluation.config_from_dict(config_dict)
-    if config.env.startswith('gymnax:'):
-      raise UsageError(f'{config.env}: evaluating Anakin (gymnax) runs is '
-                       'not supported by this script yet.')
-    spec = describe_env(config.env, **env_options(config))
+    spec = evaluation.env_spec(config)
   except (TypeError, ValueError) as e:
     raise UsageError(f'--logdir={logdir}: unusable config: {e}') from None
   network = learner_lib.make_network(config, spec.num_actions)
@@ -111,6 +109,8 @@ def normalised_score(env_id: str, score: float):
     from impala_jax import scores  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
+  if env_id.startswith('gymnax:'):
+    return None   # MinAtar's Breakout is not Atari's
   game = env_id.split(':')[-1]
   names = [env_id, game, game.split('-')[0], game.split('-')[0].lower()]
   for fn_name in ('human_normalized_score', 'human_normalised_score',
@@ -148,6 +148,8 @@ def normalised_score(env_id: str, score: float):
 def paper_score(env_id: str):
   """The IMPALA paper's final score for this game from
   ``impala_jax.scores.paper_score_for``, or None."""
+  if env_id.startswith('gymnax:'):
+    return None
   try:
     from impala_jax import scores  # pylint: disable=g-import-not-at-top
     value = scores.paper_score_for(env_id)

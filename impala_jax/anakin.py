@@ -571,6 +571,7 @@ def train_anakin(config: Config, logdir: str, *,
   pending = {'games': 0, 'return_sum': 0.0, 'length_sum': 0.0}
   total_games = 0
   updates = start_update
+  next_eval = runner.frames + config.eval_every_frames
 
   def save():
     checkpointer.save(runner.train_state(), {
@@ -614,6 +615,9 @@ def train_anakin(config: Config, logdir: str, *,
         if progress_line:
           progress_line.update(row['frames'], row['sps'],
                                row['episode_return'], extra='anakin')
+      if config.eval_every_frames and runner.frames >= next_eval:
+        next_eval += config.eval_every_frames
+        writer.write(runtime._evaluate(config, runner, network, updates))  # pylint: disable=protected-access
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         save()

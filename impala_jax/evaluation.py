@@ -21,10 +21,12 @@ episodes) and returns their raw (unclipped) ``game_return`` and
   game. Pixel observations: RGB (``[H, W, 3]``, or DMLab's ``[3, H, W]``)
   as they are; stacked
   grayscale (``[4, 84, 84]``, Atari) as the *newest frame of the stack*
-  (what the agent saw last, not the emulator's colour screen). Vector
+  (what the agent saw last, not the emulator's colour screen); MinAtar's
+  channel-first object maps with one colour per channel. Vector
   observations (CartPole) are drawn from the state vector (cart position and
   pole angle); other vector observations as a bar chart. ``write_video``
-  writes a GIF (Pillow) or an MP4 (matplotlib + ffmpeg, when ffmpeg exists).
+  writes a GIF (Pillow) or an MP4 (H.264, with the ffmpeg binary that
+  imageio-ffmpeg ships).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 from typing import Any, List, Optional, Sequence
 
 import jax
@@ -191,11 +192,14 @@ def render_observation(obs: np.ndarray, env_id: str = '') -> np.ndarray:
     img = np.transpose(obs, (1, 2, 0))             # CHW RGB (DMLab)
   elif obs.ndim == 3 and obs.shape[-1] == 3:        # HWC RGB
     img = obs
+  elif obs.ndim == 3 and env_id.startswith('gymnax:'):
+    img = _colour_channels(obs)                     # MinAtar [C, 10, 10]
   elif obs.ndim == 3:                               # stacked gray (Atari)
     img = np.repeat(obs[-1][..., None], 3, axis=-1)
   elif obs.ndim == 2:
     img = np.repeat(obs[..., None], 3, axis=-1)
-  elif obs.ndim == 1 and env_id.startswith('CartPole') and obs.size >= 3:
+  elif (obs.ndim == 1 and env_id.split(':')[-1].startswith('CartPole')
+        and obs.size >= 3):
     return _draw_cartpole(obs)
   elif obs.ndim == 1:
     return _draw_bars(obs)
@@ -205,6 +209,20 @@ def render_observation(obs: np.ndarray, env_id: str = '') -> np.ndarray:
     lo, hi = float(np.min(img)), float(np.max(img))
     img = ((img - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)
   return _upscale(np.ascontiguousarray(img))
+
+
+def _colour_channels(obs: np.ndarray) -> np.ndarray:
+  """Channel-first object maps (MinAtar ``[C, H, W]``, 0/1) as one RGB image:
+  channel ``c`` gets its own hue, the last present channel wins a pixel."""
+  c = obs.shape[0]
+  hues = np.linspace(0.0, 1.0, c, endpoint=False)
+  palette = (127.5 * (1 + np.stack([np.cos(2 * np.pi * (hues + k / 3))
+                                    for k in range(3)], axis=-1))
+             ).astype(np.uint8)                      # [C, 3]
+  img = np.zeros(obs.shape[1:] + (3,), np.uint8)
+  for i in range(c):
+    img[np.asarray(obs[i]) > 0] = palette[i]
+  return img
 
 
 def _draw_cartpole(state: np.ndarray, width: int = 320,
@@ -250,10 +268,12 @@ def _draw_bars(vector: np.ndarray, width: int = 320,
 
 def write_video(frames: Sequence[np.ndarray], path: str,
                 fps: float = 30.0) -> str:
-  """Writes RGB frames to ``path``: ``.gif`` (Pillow) or ``.mp4`` (ffmpeg).
+  """Writes RGB frames ``[H, W, 3]`` uint8 to ``path``: ``.gif`` (Pillow) or
+  ``.mp4`` (H.264 with the ffmpeg binary that imageio-ffmpeg ships; set
+  ``IMAGEIO_FFMPEG_EXE`` to use another).
 
   Returns the path. Raises ``ValueError`` for an unknown suffix, no frames,
-  or ``.mp4`` without an ``ffmpeg`` binary on ``PATH``.
+  or ``.mp4`` without imageio-ffmpeg.
   """
   if not frames:
     raise ValueError('no frames to write.')
@@ -266,25 +286,27 @@ def write_video(frames: Sequence[np.ndarray], path: str,
                    duration=max(20, int(round(1000 / fps))), loop=0)
     return path
   if suffix == '.mp4':
-    if shutil.which('ffmpeg') is None:
-      raise ValueError(f'{path}: writing MP4 needs the ffmpeg binary on PATH '
-                       '(e.g. apt-get install ffmpeg); use a .gif path '
-                       'instead.')
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    from matplotlib import animation  # pylint: disable=g-import-not-at-top
-    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-    h, w = frames[0].shape[:2]
-    fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 1])
-    ax.axis('off')
-    im = ax.imshow(frames[0])
-    writer = animation.FFMpegWriter(fps=fps)
-    with writer.saving(fig, path, dpi=100):
+    try:
+      import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(f'{path}: writing MP4 needs the imageio-ffmpeg package '
+                       '(pip install imageio-ffmpeg); use a .gif path '
+                       'instead.') from e
+    # H.264 in yuv420p needs even sides: pad the last row/column if odd.
+    h, w = np.asarray(frames[0]).shape[:2]
+    ph, pw = h % 2, w % 2
+    writer = imageio_ffmpeg.write_frames(
+        path, (w + pw, h + ph), fps=fps, codec='libx264',
+        pix_fmt_out='yuv420p', macro_block_size=1, quality=8)
+    writer.send(None)  # starts ffmpeg
+    try:
       for f in frames:
-        im.set_data(f)
-        writer.grab_frame()
-    plt.close(fig)
+        f = np.asarray(f, np.uint8)
+        if ph or pw:
+          f = np.pad(f, ((0, ph), (0, pw), (0, 0)), mode='edge')
+        writer.send(np.ascontiguousarray(f))
+    finally:
+      writer.close()
     return path
   raise ValueError(f'{path}: video path must end in .gif or .mp4.')
 
@@ -307,22 +329,50 @@ def config_from_dict(d: dict):
   return Config(**kwargs)
 
 
+def _is_jax_env(config) -> bool:
+  from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+  return jax_envs.is_jax_env_id(config.env)
+
+
+def env_spec(config):
+  """The ``EnvSpec`` of a run's environment: envpool and DMLab ids through
+  ``describe_env``, ``gymnax:`` ids (Anakin runs) from the JAX environment.
+  Raises ``ValueError`` for an unusable id or settings."""
+  if _is_jax_env(config):
+    from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+    return jax_envs.make_jax_env(
+        config.env, max_episode_steps=config.max_episode_steps).spec
+  from impala_jax.envs import describe_env  # pylint: disable=g-import-not-at-top
+  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
+  return describe_env(config.env, **env_options(config))
+
+
+def make_eval_env(config, num_envs: int, seed: int) -> BatchedEnv:
+  """Fresh environments with a run's settings: an envpool/DMLab pool, or for
+  ``gymnax:`` ids (Anakin runs) a host-stepped ``JaxBatchedEnv``."""
+  if _is_jax_env(config):
+    from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+    env = jax_envs.make_jax_env(config.env,
+                                max_episode_steps=config.max_episode_steps)
+    return jax_envs.JaxBatchedEnv(env, num_envs, seed=seed)
+  from impala_jax.envs import make_env  # pylint: disable=g-import-not-at-top
+  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
+  return make_env(config.env, num_envs=num_envs, batch_size=num_envs,
+                  seed=seed, **env_options(config))
+
+
 def evaluate_config(config, params, *, num_games: int, greedy: bool = False,
                     seed: int = 0, num_envs: Optional[int] = None,
                     record: bool = False, network=None) -> EvalResult:
   """Evaluates ``params`` on fresh environments made from a run's ``config``
-  (the hook periodic evaluation in ``train`` can call). ``num_envs``
-  defaults to ``min(num_games, 8)``; environments are seeded from ``seed``
-  and closed before returning."""
+  (``make_eval_env``; the hook periodic evaluation in ``train`` calls, for
+  both runtimes). ``num_envs`` defaults to ``min(num_games, 8)``;
+  environments are seeded from ``seed`` and closed before returning."""
   from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
-  from impala_jax.envs import describe_env, make_env  # pylint: disable=g-import-not-at-top
-  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
-  options = env_options(config)
   if network is None:
-    spec = describe_env(config.env, **options)
-    network = learner_lib.make_network(config, spec.num_actions)
+    network = learner_lib.make_network(config, env_spec(config).num_actions)
   n = num_envs or min(num_games, 8)
-  env = make_env(config.env, num_envs=n, batch_size=n, seed=seed, **options)
+  env = make_eval_env(config, n, seed)
   try:
     return evaluate(params, network, env, num_games, greedy=greedy,
                     seed=seed, record=record)

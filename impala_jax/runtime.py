@@ -426,7 +426,9 @@ def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
 
 def _evaluate(config, learner, network, updates) -> Dict[str, Any]:
   """Plays ``config.eval_games`` whole games on fresh environments with
-  the current params (sampled actions), in the learner thread."""
+  the current params (sampled actions), in the learner thread. ``learner``
+  is anything with ``params()`` and ``frames`` (the envpool runtime's
+  ``Learner``, the Anakin runtime's ``AnakinRunner``)."""
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
   result = evaluation.evaluate_config(
       config, learner.params(), num_games=config.eval_games,

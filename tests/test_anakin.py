@@ -292,6 +292,15 @@ def test_cartpole_learns_in_anakin_layout(tmp_path):
   for key in ('frames', 'updates', 'sps', 'episode_return', 'total_loss',
               'mean_rho', 'skipped_updates', 'policy_lag'):
     assert key in rows[-1], key
+  # The final checkpoint, played greedily on fresh (host-stepped) envs.
+  from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
+  _, network, template, _ = _setup(config)
+  state, _ = Checkpointer(os.path.join(str(tmp_path), 'checkpoints'),
+                          is_primary=False).restore(template)
+  scores = evaluation.evaluate_config(config, state.params, num_games=8,
+                                      greedy=True, seed=99, network=network)
+  print(f'anakin cartpole: greedy evaluation {scores.returns.tolist()}')
+  assert scores.mean >= CARTPOLE_LEARNED, scores.returns
 
 
 def _memory_chain_return(tmp_path, use_lstm: bool, memory_length: int):

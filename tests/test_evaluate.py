@@ -1,8 +1,8 @@
 """impala_jax.evaluation and experiments/evaluate.py.
 
-The end-to-end test trains a tiny CartPole run in-process (~10 s), then
-evaluates its checkpoint through the command line and checks the printed
-score and the GIF.
+The end-to-end tests train tiny CartPole runs in-process (envpool runtime
+~10 s, Anakin runtime ~15 s), then evaluate their checkpoints through the
+command line and check the printed score and the GIF / MP4.
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ from impala_jax import config as config_lib
 from impala_jax import evaluation
 from impala_jax import learner as learner_lib
 from impala_jax import networks
+from impala_jax.envs import jax_envs
 from impala_jax.envs.scripted import ScriptedEnv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,23 @@ def test_games_span_episodes_and_async_batches():
              for f in result.frames)
 
 
+def test_jax_environments_are_evaluated_through_the_batched_interface():
+  network, params = _tiny_network()
+  # Both envs play episodes of 2 then 4 steps (returns 1+2=3, 1+..+4=10).
+  env = jax_envs.ScriptedJaxEnv([[2, 4]], [[False, False]],
+                                max_episode_steps=100)
+  batched = jax_envs.JaxBatchedEnv(env, num_envs=2, seed=3)
+  assert batched.num_envs == batched.batch_size == 2
+  result = evaluation.evaluate(params, network, batched, num_games=4, seed=0,
+                               record=True)
+  assert sorted(result.returns.tolist()) == [3.0, 3.0, 10.0, 10.0]
+  assert sorted(result.lengths.tolist()) == [2, 2, 4, 4]
+  assert len(result.frames) == 3        # env 0's first game: reset + 2 rows
+  with pytest.raises(ValueError, match='synchronous'):
+    batched.send(np.zeros(1, np.int32), np.zeros(1, np.int32))
+  batched.close()
+
+
 def test_greedy_is_deterministic_and_sampling_is_not():
   network, params = _tiny_network(num_actions=4)
   reward = lambda env, episode, step, action: float(action)
@@ -108,6 +126,14 @@ def test_write_video(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(path) as im:
     assert im.n_frames == 5
+  # MP4 (H.264) through imageio-ffmpeg; odd sides are padded to even ones.
+  odd = [np.full((9, 7, 3), i * 20, np.uint8) for i in range(5)]
+  mp4 = evaluation.write_video(odd, str(tmp_path / 'a.mp4'), fps=10)
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  reader = imageio_ffmpeg.read_frames(mp4)
+  meta = next(reader)
+  assert tuple(meta['size']) == (8, 10) and meta['codec'] == 'h264'
+  assert sum(1 for _ in reader) == 5
   with pytest.raises(ValueError, match='.gif or .mp4'):
     evaluation.write_video(frames, str(tmp_path / 'a.avi'))
   with pytest.raises(ValueError, match='no frames'):
@@ -164,3 +190,36 @@ def test_cli_errors(tmp_path):
   assert 'no such directory' in proc.stderr
   proc = _evaluate_cli(f'--logdir={tmp_path}')          # exists, no ckpt
   assert proc.returncode == 2 and 'no checkpoint' in proc.stderr
+
+
+def test_anakin_run_evaluates_periodically_and_from_the_command_line(
+    tmp_path):
+  from impala_jax import anakin  # pylint: disable=g-import-not-at-top
+  from impala_jax.metrics import read_metrics  # pylint: disable=g-import-not-at-top
+  per_call = 8 * 8 * 2
+  config = dataclasses.replace(
+      config_lib.cartpole_anakin(), unroll_length=8, batch_size=8,
+      updates_per_call=2, total_frames=2 * per_call, log_every_seconds=0.0,
+      eval_every_frames=per_call, eval_games=2).validate()
+  logdir = str(tmp_path / 'anakin_run')
+  anakin.train_anakin(config, logdir, progress=False, handle_signals=False)
+  evals = [r for r in read_metrics(logdir) if r.get('eval_return_mean')]
+  assert [int(r["frames"]) for r in evals] == [per_call, 2 * per_call], evals
+  assert all(8 <= float(r['eval_return_mean']) <= 500 for r in evals)
+
+  video = str(tmp_path / 'game.mp4')
+  out_json = str(tmp_path / 'eval.json')
+  proc = _evaluate_cli(f'--logdir={logdir}', '--num_games=3', '--greedy',
+                       f'--video={video}', f'--json={out_json}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out_json) as f:
+    summary = json.load(f)
+  assert summary['env'] == 'gymnax:CartPole-v1'
+  assert summary['num_games'] == 3 and summary['checkpoint_frames'] == (
+      2 * per_call)
+  assert summary['mean'] == pytest.approx(summary['mean_length'])
+  assert 'normalised_mean' not in summary and 'paper_score' not in summary
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  reader = imageio_ffmpeg.read_frames(video)
+  assert tuple(next(reader)['size']) == (320, 200)
+  assert sum(1 for _ in reader) >= 2

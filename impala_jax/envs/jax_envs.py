@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impala_jax.envs.base import EnvSpec
+from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
 
 # gymnax 0.0.9's MinAtar scatters ints into bool grids; jax warns about it at
 # trace time (harmless today). Only that message is silenced.
@@ -283,6 +283,80 @@ def make_jax_env(env_id: str, *, max_episode_steps: Optional[int] = None,
     raise ValueError(f'{env_id!r} is not a JAX environment id; use '
                      f'{PREFIX}<id>, e.g. {PREFIX}CartPole-v1.')
   return GymnaxEnv(env_id, max_episode_steps=max_episode_steps, **params)
+
+
+# ------------------------------------------------- host-stepped batch ---
+class JaxBatchedEnv(BatchedEnv):
+  """``num_envs`` copies of a ``JaxEnv`` behind the ``BatchedEnv`` interface.
+
+  For code that steps environments from the host one batch at a time
+  (evaluation, ``impala_jax/evaluation.py``), so a JAX environment plays the
+  same games an envpool one would. Synchronous: ``batch_size == num_envs``
+  and ``recv()`` returns every environment in order. One jitted, vmapped
+  ``JaxEnv.step`` per ``send``; environment ``i`` draws its keys from
+  ``fold_in(PRNGKey(seed), i)``. No lives: ``game_over`` is
+  ``terminated | truncated``.
+  """
+
+  def __init__(self, env: JaxEnv, num_envs: int, seed: int = 0):
+    if num_envs < 1:
+      raise ValueError(f'num_envs must be >= 1, got {num_envs}.')
+    self.env = env
+    self.spec = env.spec
+    self.num_envs = self.batch_size = int(num_envs)
+    base = jax.random.PRNGKey(seed)
+    self._keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
+        jnp.arange(self.num_envs))
+    self._reset = jax.jit(jax.vmap(env.reset))
+
+    def step(state, action, keys):
+      keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+      state, obs, reward, terminated, truncated = jax.vmap(env.step)(
+          state, action, step_keys)
+      return keys, state, obs, reward, terminated, truncated
+    self._step = jax.jit(step)
+    self._state = None
+    self._pending: Optional[StepBatch] = None
+    self._ids = np.arange(self.num_envs, dtype=np.int32)
+
+  def _batch(self, obs, reward, terminated, truncated) -> StepBatch:
+    obs, reward, terminated, truncated, ret, length = jax.device_get(
+        (obs, reward, terminated, truncated, self._state.game_return,
+         self._state.game_length))
+    terminated = np.asarray(terminated, bool)
+    truncated = np.asarray(truncated, bool)
+    return StepBatch(obs=np.asarray(obs), reward=np.asarray(reward, np.float32),
+                     terminated=terminated, truncated=truncated,
+                     env_id=self._ids.copy(), game_over=terminated | truncated,
+                     game_return=np.asarray(ret, np.float32),
+                     game_length=np.asarray(length, np.int32))
+
+  def async_reset(self) -> None:
+    self._keys, reset_keys = jnp.moveaxis(
+        jax.vmap(jax.random.split)(self._keys), 1, 0)
+    self._state, obs = self._reset(reset_keys)
+    zeros = np.zeros((self.num_envs,), bool)
+    self._pending = self._batch(obs, np.zeros((self.num_envs,), np.float32),
+                                zeros, zeros)
+
+  def recv(self) -> StepBatch:
+    if self._pending is None:
+      raise RuntimeError('recv() without a pending async_reset() or send().')
+    batch, self._pending = self._pending, None
+    return batch
+
+  def send(self, actions: np.ndarray, env_id: np.ndarray) -> None:
+    if self._state is None:
+      raise RuntimeError('send() before async_reset().')
+    if not np.array_equal(np.asarray(env_id), self._ids):
+      raise ValueError('JaxBatchedEnv is synchronous: send one action for '
+                       'every environment, in env_id order.')
+    self._keys, self._state, obs, reward, terminated, truncated = self._step(
+        self._state, jnp.asarray(actions, jnp.int32), self._keys)
+    self._pending = self._batch(obs, reward, terminated, truncated)
+
+  def close(self) -> None:
+    self._state = self._pending = None
 
 
 # -------------------------------------------------------------- scripted ---
