@@ -95,7 +95,7 @@ INSTALL_HINT = (
     '("bazel build -c opt //python/pip_package:build_pip_package", then '
     '"./bazel-bin/python/pip_package/build_pip_package /tmp/dmlab_pkg" and '
     '"pip install /tmp/dmlab_pkg/deepmind_lab-*.whl"), see '
-    'docs/users/build.md there and ISSUE5B_NOTES.md here.')
+    'docs/users/build.md there and BUILD_NOTES.md ("DeepMind Lab") here.')
 
 
 class DmLabNotInstalledError(ImportError, ValueError):
