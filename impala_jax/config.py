@@ -35,7 +35,10 @@ class Config:
   full_action_space: bool = False
   episodic_life: bool = False
   max_episode_steps: int = 27_000  # agent steps (= 108K frames at repeat 4)
-                                   # gymnax: <= 0 keeps the env's own limit
+                                   # gymnax, DMLab: <= 0 keeps the env's own
+                                   # limit
+  dmlab_dataset_path: str = ''     # DMLab 'datasetPath' (the psychlab levels'
+                                   # image dataset)
 
   # --- agent ---
   torso: str = 'deep'
@@ -44,6 +47,8 @@ class Config:
   mlp_sizes: Tuple[int, ...] = (64, 64)
   torso_chunk: int = -1         # torso batch slices: -1 auto (64 on CPU for
                                 # conv torsos, else off), 0 off, N slices
+  instruction_len: int = 0      # DMLab: > 0 encodes the first N words of the
+                                # level's instruction (language_* levels)
 
   # --- learning ---
   total_frames: int = 200_000_000   # env steps x action repeat
@@ -75,7 +80,7 @@ class Config:
   log_every_seconds: float = 10.0
   eval_every_frames: int = 0        # > 0: play eval_games whole games with
   eval_games: int = 10              # the current params every this many
-                                    # frames (Sebulba runtime; metrics.csv
+                                    # frames (both runtimes; metrics.csv
                                     # columns eval_return_mean/median)
   checkpoint_every_seconds: float = 600.0
 
@@ -129,6 +134,13 @@ class Config:
     need(self.eval_every_frames >= 0 and self.eval_games >= 1,
          f'--eval_every_frames must be >= 0 and --eval_games >= 1, got '
          f'{self.eval_every_frames} and {self.eval_games}.')
+    need(0 <= self.instruction_len <= 96,
+         f'--instruction_len must be in [0, 96], got {self.instruction_len}.')
+    need(self.instruction_len == 0 or self.env.startswith('dmlab:'),
+         f'--instruction_len={self.instruction_len} needs a DMLab level '
+         f'(--env=dmlab:<level>), got --env={self.env}.')
+    need(not self.dmlab_dataset_path or self.env.startswith('dmlab:'),
+         f'--dmlab_dataset_path is for DMLab levels, got --env={self.env}.')
     need(self.queue_size >= 1,
          f'--queue_size must be >= 1, got {self.queue_size}.')
     need(len(self.learner_devices) >= 1 and len(self.actor_devices) >= 1,

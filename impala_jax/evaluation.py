@@ -189,6 +189,8 @@ def render_observation(obs: np.ndarray, env_id: str = '') -> np.ndarray:
   """One observation as an RGB ``uint8 [H, W, 3]`` frame (see module doc)."""
   obs = np.asarray(obs)
   if obs.ndim == 3 and obs.shape[0] == 3 and env_id.startswith('dmlab:'):
+    if obs.shape[1] % 2:                           # the instruction row
+      obs = obs[:, :-1]
     img = np.transpose(obs, (1, 2, 0))             # CHW RGB (DMLab)
   elif obs.ndim == 3 and obs.shape[-1] == 3:        # HWC RGB
     img = obs

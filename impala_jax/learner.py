@@ -80,7 +80,8 @@ def make_network(config: Config, num_actions: int) -> networks.AgentNetwork:
   return networks.AgentNetwork(
       num_actions=num_actions, torso=config.torso, use_lstm=config.use_lstm,
       lstm_size=config.lstm_size, mlp_sizes=tuple(config.mlp_sizes),
-      torso_chunk=resolve_torso_chunk(config))
+      torso_chunk=resolve_torso_chunk(config),
+      instruction_len=config.instruction_len)
 
 
 def learning_rate_schedule(config: Config,

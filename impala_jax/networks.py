@@ -11,6 +11,13 @@ Torsos:
 - ``DeepTorso``: the paper's 15-layer ResNet (figure 3, right).
 - ``MLPTorso``: for vector observations (CartPole and the like).
 
+Instructions (DMLab's language levels): with ``instruction_len = L > 0``
+the last row of each ``[C, H + 1, W]`` observation carries ``L`` word ids
+(``impala_jax.envs.dmlab.pack_instruction``); ``split_instruction`` takes
+them off, an ``InstructionEncoder`` (word embedding 20, LSTM 64 over the
+words, as the paper's DMLab agent) encodes them, and its output is
+concatenated to the torso's features before the core.
+
 Pixels arrive channel-first ``[N, C, H, W]`` uint8 (envpool stacks frames in
 ``C``); a torso casts them to float32 and scales them by 1/255 on the device,
 so the host never holds a float copy. Float observations are used as given.
@@ -139,6 +146,43 @@ class MLPTorso(nn.Module):
     return x
 
 
+def split_instruction(observation: Array, length: int
+                      ) -> Tuple[Array, Array]:
+  """``[N, C, H + 1, W]`` uint8 -> (image ``[N, C, H, W]``, word ids
+  ``[N, length]`` int32): the inverse of ``dmlab.pack_instruction`` (ids'
+  low bytes in channel 0, high bytes in channel 1 of the last row)."""
+  chex.assert_rank(observation, 4)
+  row = observation[:, :, -1, :length].astype(jnp.int32)
+  return observation[:, :, :-1, :], row[:, 0] + 256 * row[:, 1]
+
+
+class InstructionEncoder(nn.Module):
+  """Word ids ``[N, L]`` int32 (0 = padding) -> ``[N, hidden_size]``.
+
+  Embeds each word (``embed_size``) and runs an LSTM over the words in
+  order; padding steps leave the LSTM state unchanged, so the output is the
+  state after the last real word (zeros for an empty instruction).
+  """
+  vocab_size: int = 1000
+  embed_size: int = 20
+  hidden_size: int = 64
+
+  @nn.compact
+  def __call__(self, tokens: Array) -> Array:
+    chex.assert_rank(tokens, 2)
+    n, length = tokens.shape
+    x = nn.Embed(self.vocab_size, self.embed_size, name='embed')(tokens)
+    cell = nn.OptimizedLSTMCell(self.hidden_size, name='lstm')
+    zeros = jnp.zeros((n, self.hidden_size), x.dtype)
+    carry = (zeros, zeros)
+    for i in range(length):   # L is small (16): written out, no scan
+      new, _ = cell(carry, x[:, i])
+      keep = (tokens[:, i] > 0)[:, None]
+      carry = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b),
+                                     new, carry)
+    return carry[1]
+
+
 def _reset_where_first(state: CoreState, first: Array) -> CoreState:
   """Zeros the ``[B, H]`` leaves of ``state`` where ``first [B]`` is True."""
   return jax.tree_util.tree_map(
@@ -170,6 +214,10 @@ class AgentNetwork(nn.Module):
       convolutions (and their gradients) slow down sharply with large
       batches: the shallow net's gradient on 672 frames runs 2.9x faster in
       slices of 64 (BUILD_NOTES.md). 0 runs one batch (use on GPU/TPU).
+    instruction_len: > 0: observations carry this many instruction word ids
+      in an extra last row (``split_instruction``); they are encoded by an
+      ``InstructionEncoder`` and joined to the torso features.
+    vocab_size: word ids are in ``[0, vocab_size)``.
 
   ``init`` takes ``[T, B]`` inputs (``__call__`` is ``unroll``)::
 
@@ -183,6 +231,8 @@ class AgentNetwork(nn.Module):
   lstm_size: int = 256
   mlp_sizes: Tuple[int, ...] = (64, 64)
   torso_chunk: int = 0
+  instruction_len: int = 0
+  vocab_size: int = 1000
 
   def setup(self):
     if self.torso == 'shallow':
@@ -194,6 +244,8 @@ class AgentNetwork(nn.Module):
     else:
       raise ValueError(
           f'Unknown torso {self.torso!r}; use one of {", ".join(TORSOS)}.')
+    if self.instruction_len > 0:
+      self.instruction_net = InstructionEncoder(self.vocab_size)
     if self.use_lstm:
       self.core = nn.OptimizedLSTMCell(self.lstm_size)
     self.policy_head = nn.Dense(self.num_actions)
@@ -221,6 +273,15 @@ class AgentNetwork(nn.Module):
     return jnp.concatenate([self.torso_net(observation[i:i + chunk])
                             for i in range(0, n, chunk)], axis=0)
 
+  def _features(self, observation: Array) -> Array:
+    """``[N, *obs_shape] -> [N, F]``: torso features, joined by the
+    instruction encoding when ``instruction_len > 0``."""
+    if self.instruction_len <= 0:
+      return self._torso(observation)
+    image, tokens = split_instruction(observation, self.instruction_len)
+    return jnp.concatenate([self._torso(image),
+                            self.instruction_net(tokens)], axis=-1)
+
   def _heads(self, h: Array) -> AgentOutput:
     """``[N, F] -> AgentOutput(policy_logits [N, A], value [N])``."""
     return AgentOutput(policy_logits=self.policy_head(h),
@@ -242,7 +303,7 @@ class AgentNetwork(nn.Module):
     chex.assert_rank([inputs.first, inputs.last_action, inputs.last_reward],
                      1)
     chex.assert_equal_shape_prefix(list(inputs), 1)
-    h = self._torso(inputs.observation)
+    h = self._features(inputs.observation)
     if self.use_lstm:
       state, h = _core_step(self.core, state, self._core_inputs(h, inputs),
                             inputs.first)
@@ -270,7 +331,7 @@ class AgentNetwork(nn.Module):
     t, b = inputs.first.shape
     flat = jax.tree_util.tree_map(
         lambda x: x.reshape((t * b,) + x.shape[2:]), inputs)
-    h = self._torso(flat.observation)  # [T*B, F]
+    h = self._features(flat.observation)  # [T*B, F]
     if self.use_lstm:
       core_inputs = self._core_inputs(h, flat)
       core_inputs = core_inputs.reshape((t, b) + core_inputs.shape[1:])

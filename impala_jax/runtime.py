@@ -73,6 +73,12 @@ def env_options(config: Config) -> Dict[str, Any]:
         full_action_space=config.full_action_space,
         episodic_life=config.episodic_life,
         max_episode_steps=config.max_episode_steps)}
+  if config.env.startswith('dmlab:'):
+    options = {'max_episode_steps': max(0, config.max_episode_steps),
+               'instruction_len': config.instruction_len}
+    if config.dmlab_dataset_path:
+      options['config'] = {'datasetPath': config.dmlab_dataset_path}
+    return options
   return {}
 
 

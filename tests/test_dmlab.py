@@ -160,3 +160,63 @@ def test_close_with_replies_in_flight_is_quick_and_clean(fake_lab):
   env.close()
   assert time.monotonic() - start < 2.0
   assert [p.exitcode for p in env._procs] == [0, 0]
+
+
+def test_language_levels_carry_the_instruction_to_the_network(fake_lab):
+  """The dmlab30 preset of a language level, through env_options, make_env
+  and the adapter: observations gain the instruction row, the network
+  encodes it, and evaluation plays the games."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax import networks  # pylint: disable=g-import-not-at-top
+  from impala_jax import suites  # pylint: disable=g-import-not-at-top
+  from impala_jax.envs import describe_env, make_env  # pylint: disable=g-import-not-at-top
+  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
+  assert suites.preset('dmlab30', 'rooms_watermaze').instruction_len == 0
+  config = dataclasses.replace(
+      suites.preset('dmlab30', 'language_select_described_object'),
+      torso='mlp', mlp_sizes=(8,), lstm_size=8,
+      dmlab_dataset_path='/data/brady_konkle').validate()
+  assert config.instruction_len == 16 and config.max_episode_steps == 0
+  options = env_options(config)
+  assert options['config'] == {'datasetPath': '/data/brady_konkle'}
+  spec = describe_env(config.env, **options)
+  assert spec.obs_shape == (3, 73, 96)
+  assert spec.envpool_kwargs['instruction_len'] == 16
+  options['config']['fakeEpisodeFrames'] = 8
+  with make_env(config.env, num_envs=2, seed=5, num_workers=1,
+                **options) as env:
+    env.async_reset()
+    batch = env.recv()
+    assert batch.obs.shape == (2, 3, 73, 96)
+    assert np.all(batch.obs[:, 0, 5, 0] == 1)        # datasetPath reached Lab
+    image, tokens = networks.split_instruction(batch.obs, 16)
+    assert image.shape == (2, 3, 72, 96)
+    colours = ('red', 'green', 'blue', 'yellow')
+    for i in range(2):
+      seed = int(batch.obs[i, 0, 3, 0])              # reset seed % 256
+      np.testing.assert_array_equal(tokens[i], dmlab.tokenize_instruction(
+          f'Pick the {colours[seed % 4]} object', 16))
+    network = learner_lib.make_network(config, spec.num_actions)
+    params = network.init(jax.random.PRNGKey(0),
+                          networks.zero_inputs((1, 1), spec.obs_shape),
+                          network.initial_state(1))
+    assert 'instruction_net' in params['params']
+  with make_env(config.env, num_envs=2, seed=5, num_workers=1,
+                **options) as env:
+    result = evaluation.evaluate(params, network, env, num_games=2,
+                                 record=True)
+  np.testing.assert_allclose(result.returns, 4.0)   # 8 frames x 0.5
+  assert result.frames[0].shape[:2] == (72 * 3, 96 * 3)  # row dropped
+
+
+def test_instruction_settings_are_checked():
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='needs a DMLab level'):
+    config_lib.Config(env='Pong-v5', instruction_len=16).validate()
+  with pytest.raises(ValueError, match='instruction_len must be in'):
+    config_lib.Config(env='dmlab:x', instruction_len=97).validate()
+  with pytest.raises(ValueError, match='dmlab_dataset_path'):
+    config_lib.Config(env='Pong-v5', dmlab_dataset_path='/d').validate()

@@ -433,3 +433,85 @@ def test_torso_chunks_give_the_same_outputs_and_gradients():
                         for net in (whole, sliced))
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------- instructions ---
+def _with_instructions(images, sentences, length=16):
+  """[N, 3, H, W] images + N sentences -> [N, 3, H + 1, W] (the DMLab
+  adapter's packing)."""
+  from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
+  return np.stack([
+      dmlab.pack_instruction(img, dmlab.tokenize_instruction(text, length))
+      for img, text in zip(images, sentences)])
+
+
+def test_split_instruction_inverts_the_packing():
+  from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (3, 72, 96), dtype=np.uint8)
+  tokens = np.array([999, 1, 256, 255, 513, 0, 0, 0], np.uint16)
+  packed = dmlab.pack_instruction(image, tokens)
+  assert packed.shape == (3, 73, 96) and packed.dtype == np.uint8
+  got_image, got_tokens = networks.split_instruction(
+      jnp.asarray(packed[None]), 8)
+  np.testing.assert_array_equal(got_image[0], image)
+  np.testing.assert_array_equal(got_tokens[0], tokens.astype(np.int32))
+  ids = dmlab.tokenize_instruction(b'Pick the RED object', 6)
+  assert ids.dtype == np.uint16 and (ids[:4] > 0).all() and (ids[4:] == 0).all()
+  assert (ids < dmlab.VOCAB_SIZE).all()
+  np.testing.assert_array_equal(   # stable across processes and case
+      ids, dmlab.tokenize_instruction('pick the red object', 6))
+  assert len(dmlab.tokenize_instruction(' '.join(['w'] * 40), 16)) == 16
+
+
+def test_instruction_encoder_reads_words_and_ignores_padding():
+  enc = networks.InstructionEncoder(vocab_size=50)
+  a = jnp.array([[3, 7, 9, 0, 0, 0]])
+  params = enc.init(jax.random.PRNGKey(0), a)
+  apply = jax.jit(enc.apply)
+  out = lambda t: apply(params, jnp.asarray(t))
+  assert out(a).shape == (1, 64)
+  # Padding leaves the state alone: the output is the state after the last
+  # real word, however much padding follows.
+  np.testing.assert_allclose(out(a)[:, :], out([[3, 7, 9, 0, 0, 0]]))
+  np.testing.assert_allclose(out([[3, 7, 0, 9, 0, 0]])[0],
+                             out([[3, 7, 9, 0, 0, 0]])[0], atol=1e-6)
+  np.testing.assert_array_equal(out([[0] * 6]), 0.0)   # no instruction
+  assert not np.allclose(out([[3, 7, 9, 0, 0, 0]]), out([[3, 7, 8, 0, 0, 0]]))
+  assert not np.allclose(out([[3, 7, 9, 0, 0, 0]]), out([[7, 3, 9, 0, 0, 0]]))
+
+
+def test_agent_network_uses_the_instruction():
+  rng = np.random.default_rng(1)
+  net = AgentNetwork(num_actions=9, torso='mlp', mlp_sizes=(8,),
+                     use_lstm=True, lstm_size=16, instruction_len=16)
+  images = rng.integers(0, 256, (T * B, 3, 72, 96), dtype=np.uint8)
+  red = _with_instructions(images, ['pick the red object'] * (T * B))
+  blue = _with_instructions(images, ['pick the blue object'] * (T * B))
+  inputs = _random_inputs(rng, (T, B), (3, 73, 96), np.uint8, num_actions=9)
+  as_red = inputs._replace(observation=jnp.asarray(red.reshape(
+      (T, B) + red.shape[1:])))
+  as_blue = as_red._replace(observation=jnp.asarray(blue.reshape(
+      (T, B) + blue.shape[1:])))
+  params = jax.jit(net.init)(jax.random.PRNGKey(0), as_red,
+                             net.initial_state(B))
+  assert 'instruction_net' in params['params']
+  unroll = jax.jit(net.apply)
+  step = jax.jit(lambda p, x, s: net.apply(p, x, s, method=AgentNetwork.step))
+  out_red, _ = unroll(params, as_red, net.initial_state(B))
+  out_blue, _ = unroll(params, as_blue, net.initial_state(B))
+  assert out_red.policy_logits.shape == (T, B, 9)
+  assert not np.allclose(out_red.policy_logits, out_blue.policy_logits)
+  # step() over time equals unroll(), instruction included.
+  state = net.initial_state(B)
+  for t in range(T):
+    out_t, state = step(params, _index(as_red, t), state)
+    np.testing.assert_allclose(out_t.policy_logits,
+                               out_red.policy_logits[t], rtol=1e-4,
+                               atol=1e-5)
+  # Gradients reach the word embeddings.
+  def loss(p):
+    return jnp.sum(net.apply(p, as_red, net.initial_state(B))[0].value)
+  grads = jax.jit(jax.grad(loss))(params)
+  emb = grads['params']['instruction_net']['embed']['embedding']
+  assert float(jnp.abs(emb).sum()) > 0

@@ -12,6 +12,17 @@ over the 4 frames), 72x96 RGB observations (``RGB_INTERLEAVED``, config
 the conv torsos expect. A fresh random seed per episode from a per-env
 ``RandomState``, as scalable_agent does.
 
+Instructions (the ``language_*`` levels): with ``instruction_len = L > 0``
+the adapter also asks for the level's ``INSTR`` text, splits it into words,
+maps each word to an id in ``[1, VOCAB_SIZE)`` (a stable CRC32 hash; 0 is
+padding, as scalable_agent hashes words into 1000 buckets) and keeps the
+first ``L``. So that a trajectory stays one uint8 array, the ids ride in an
+extra image row: the observation is ``[3, 73, 96]``, its last row holding
+id ``k`` as low byte ``[0, 72, k]`` and high byte ``[1, 72, k]``
+(``pack_instruction``); the network splits it off again
+(``networks.split_instruction``) and encodes the words with an LSTM, as the
+paper's DMLab agent does.
+
 Ids: ``dmlab:<level>``; a bare DMLab-30 name (``dmlab:rooms_watermaze``) is
 looked up as ``contributed/dmlab30/<name>``, any other level path is passed
 to ``Lab`` as is (``dmlab:seekavoid_arena_01``).
@@ -42,6 +53,7 @@ import multiprocessing.connection
 import os
 import time
 import weakref
+import zlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -52,6 +64,9 @@ PREFIX = 'dmlab:'
 ACTION_REPEAT = 4
 HEIGHT, WIDTH = 72, 96
 OBS_NAME = 'RGB_INTERLEAVED'
+INSTR_NAME = 'INSTR'
+VOCAB_SIZE = 1000           # scalable_agent: DMLAB_VOCABULARY_SIZE
+MAX_INSTRUCTION_LEN = 16    # scalable_agent: DMLAB_MAX_INSTRUCTION_LEN
 
 # The paper's action set (deepmind/scalable_agent environments.py):
 # [look left/right (pixels), look down/up, strafe left/right,
@@ -118,25 +133,63 @@ def level_name(env_id: str) -> str:
   return name
 
 
+def tokenize_instruction(text, length: int) -> np.ndarray:
+  """``INSTR`` text -> ``[length]`` uint16 word ids (0 = padding).
+
+  Words are split on whitespace, lower-cased and hashed (CRC32) into
+  ``[1, VOCAB_SIZE)``; words past ``length`` are dropped.
+  """
+  if isinstance(text, bytes):
+    text = text.decode('utf-8', 'replace')
+  words = str(text).lower().split()[:length]
+  ids = np.zeros((length,), np.uint16)
+  for i, word in enumerate(words):
+    ids[i] = 1 + zlib.crc32(word.encode('utf-8')) % (VOCAB_SIZE - 1)
+  return ids
+
+
+def pack_instruction(image: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+  """``[3, H, W]`` uint8 image + ``[L]`` word ids -> ``[3, H + 1, W]``
+  uint8: the extra last row holds id ``k``'s low byte in channel 0 and its
+  high byte in channel 1, column ``k`` (``L <= W``)."""
+  c, _, w = image.shape
+  tokens = np.asarray(tokens, np.uint16)
+  if tokens.shape[0] > w:
+    raise ValueError(f'{tokens.shape[0]} instruction words do not fit in a '
+                     f'row of {w}.')
+  row = np.zeros((c, 1, w), np.uint8)
+  row[0, 0, :len(tokens)] = tokens & 0xFF
+  row[1, 0, :len(tokens)] = tokens >> 8
+  return np.concatenate([image, row], axis=1)
+
+
 def check_installed() -> None:
   """Raises ``DmLabNotInstalledError`` (with install steps) when missing."""
   if importlib.util.find_spec('deepmind_lab') is None:
     raise DmLabNotInstalledError(INSTALL_HINT)
 
 
-def describe_dmlab(env_id: str, max_episode_steps: int = 0) -> EnvSpec:
+def describe_dmlab(env_id: str, max_episode_steps: int = 0,
+                   instruction_len: int = 0) -> EnvSpec:
   """The spec of a DMLab id (checks the module is installed, starts
-  nothing)."""
+  nothing). ``instruction_len > 0`` adds the instruction row:
+  ``obs_shape`` ``[3, 73, 96]`` instead of ``[3, 72, 96]``."""
   level = level_name(env_id)
+  if not 0 <= instruction_len <= WIDTH:
+    raise ValueError(f'instruction_len must be in [0, {WIDTH}], got '
+                     f'{instruction_len}.')
   check_installed()
-  return EnvSpec(env_id=env_id, obs_shape=(3, HEIGHT, WIDTH),
+  height = HEIGHT + (1 if instruction_len else 0)
+  return EnvSpec(env_id=env_id, obs_shape=(3, height, WIDTH),
                  obs_dtype=np.dtype(np.uint8),
                  num_actions=len(DEFAULT_ACTION_SET),
                  action_repeat=ACTION_REPEAT,
                  max_episode_steps=int(max_episode_steps),
                  envpool_kwargs={'level': level,
                                  'action_repeat': ACTION_REPEAT,
-                                 'width': WIDTH, 'height': HEIGHT})
+                                 'width': WIDTH, 'height': HEIGHT,
+                                 'instruction_len': int(instruction_len),
+                                 'vocab_size': VOCAB_SIZE})
 
 
 # ------------------------------------------------------------- worker ---
@@ -144,9 +197,11 @@ class _LabEnv:
   """One DMLab environment inside a worker process."""
 
   def __init__(self, lab_module, level, config, seed, max_episode_steps,
-               renderer):
+               renderer, instruction_len=0):
     kwargs = {} if renderer is None else {'renderer': renderer}
-    self.lab = lab_module.Lab(level, [OBS_NAME], config=config, **kwargs)
+    self.instruction_len = instruction_len
+    names = [OBS_NAME] + ([INSTR_NAME] if instruction_len else [])
+    self.lab = lab_module.Lab(level, names, config=config, **kwargs)
     self.rng = np.random.RandomState(seed)
     self.actions = np.array(DEFAULT_ACTION_SET, dtype=np.intc)
     self.max_steps = max_episode_steps
@@ -156,8 +211,13 @@ class _LabEnv:
     self.steps = 0
 
   def _obs(self):
-    obs = np.asarray(self.lab.observations()[OBS_NAME], np.uint8)
-    return np.ascontiguousarray(np.transpose(obs, (2, 0, 1)))
+    observations = self.lab.observations()
+    obs = np.asarray(observations[OBS_NAME], np.uint8)
+    obs = np.ascontiguousarray(np.transpose(obs, (2, 0, 1)))
+    if self.instruction_len:
+      obs = pack_instruction(obs, tokenize_instruction(
+          observations[INSTR_NAME], self.instruction_len))
+    return obs
 
   def reset(self):
     self.lab.reset(seed=int(self.rng.randint(0, 2**31 - 1)))
@@ -192,13 +252,13 @@ class _LabEnv:
 
 
 def _worker(conn, env_ids, level, config, seeds, max_episode_steps,
-            renderer):
+            renderer, instruction_len=0):
   envs = {}
   try:
     import deepmind_lab  # pylint: disable=g-import-not-at-top
     for i, seed in zip(env_ids, seeds):
       envs[i] = _LabEnv(deepmind_lab, level, config, seed, max_episode_steps,
-                        renderer)
+                        renderer, instruction_len)
     conn.send(('ok', None))
     while True:
       cmd, payload = conn.recv()
@@ -247,6 +307,8 @@ class DmLabEnv(BatchedEnv):
     max_episode_steps: truncation in agent steps; 0 = the level's limit.
     config: extra ``Lab`` config (string values), e.g.
       ``{'datasetPath': ...}`` for the psychlab levels; width/height are set.
+    instruction_len: > 0: add the level's instruction, as up to this many
+      word ids in an extra observation row (module docstring).
     renderer: passed to ``Lab`` when given ('software' or 'hardware').
     start_method: multiprocessing start method (default 'spawn').
   """
@@ -256,9 +318,9 @@ class DmLabEnv(BatchedEnv):
                num_workers: Optional[int] = None, max_episode_steps: int = 0,
                config: Optional[Dict[str, Any]] = None,
                renderer: Optional[str] = None, start_method: str = 'spawn',
-               num_threads: int = 0):
+               num_threads: int = 0, instruction_len: int = 0):
     del num_threads  # envpool's knob; processes are num_workers here.
-    self.spec = describe_dmlab(env_id, max_episode_steps)
+    self.spec = describe_dmlab(env_id, max_episode_steps, instruction_len)
     if num_envs < 1:
       raise ValueError(f'num_envs must be >= 1, got {num_envs}.')
     self.num_envs = num_envs
@@ -288,7 +350,7 @@ class DmLabEnv(BatchedEnv):
             target=_worker, daemon=True,
             args=(child, ids, self.spec.envpool_kwargs['level'], lab_config,
                   [seed * 1_000_003 + i for i in ids], max_episode_steps,
-                  renderer))
+                  renderer, instruction_len))
         proc.start()
         child.close()
         self._conns.append(parent)

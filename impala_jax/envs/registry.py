@@ -90,7 +90,8 @@ def describe_env(env_id: str, *, atari: Optional[AtariOptions] = None,
   _not_envpool(env_id)
   if env_id.startswith('dmlab:'):
     from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
-    return dmlab.describe_dmlab(env_id, kwargs.get('max_episode_steps', 0))
+    return dmlab.describe_dmlab(env_id, kwargs.get('max_episode_steps', 0),
+                                kwargs.get('instruction_len', 0))
   _, make_kwargs = resolve_kwargs(env_id, atari, kwargs)
   return spec_from_envpool(env_id, make_envpool_spec(env_id, make_kwargs))
 

@@ -7,7 +7,11 @@ every frame pays 0.5, so ``step(a, num_steps=4)`` returns 2.0. The
 row 0, columns 0..6, channel 0: the last action vector + 128; pixel
 (1, 0, 0): the last ``num_steps``; (2, 0, 0): frames played this episode;
 (3, 0, 0): the reset seed % 256; (4, 0, 0): 1 if the level is
-``contributed/dmlab30/...``.
+``contributed/dmlab30/...``; (5, 0, 0): 1 if the config has a
+``datasetPath``. When asked for ``INSTR`` (the language
+levels' instruction), it is ``config['fakeInstruction']`` with ``{colour}``
+replaced by one of four colours chosen by the reset seed (default
+``'Pick the {colour} object'``), as a str.
 """
 
 import numpy as np
@@ -20,10 +24,15 @@ class Lab:
     del level_cache
     config = dict(config or {})
     assert all(isinstance(v, str) for v in config.values()), config
-    assert list(observations) == ['RGB_INTERLEAVED'], observations
+    assert list(observations) in (['RGB_INTERLEAVED'],
+                                  ['RGB_INTERLEAVED', 'INSTR']), observations
+    self.names = list(observations)
+    self.instruction = config.get('fakeInstruction',
+                                  'Pick the {colour} object')
     self.level, self.renderer = level, renderer
     self.height, self.width = int(config['height']), int(config['width'])
     self.episode_frames = int(config.get('fakeEpisodeFrames', '20'))
+    self.has_dataset = 'datasetPath' in config
     self._frames, self._running = 0, False
     self._last_action = np.zeros(7, np.intc)
     self._last_num_steps, self._seed = 0, 0
@@ -67,7 +76,12 @@ class Lab:
     obs[2, 0, 0] = self._frames % 256
     obs[3, 0, 0] = self._seed % 256
     obs[4, 0, 0] = self.level.startswith('contributed/dmlab30/')
-    return {'RGB_INTERLEAVED': obs}
+    obs[5, 0, 0] = self.has_dataset
+    out = {'RGB_INTERLEAVED': obs}
+    if 'INSTR' in self.names:
+      colour = ('red', 'green', 'blue', 'yellow')[self._seed % 4]
+      out['INSTR'] = self.instruction.replace('{colour}', colour)
+    return out
 
   def close(self):
     self._running = False
