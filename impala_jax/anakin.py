@@ -544,8 +544,9 @@ def train_anakin(config: Config, logdir: str, *,
                                         int(meta['update_count']))
       if flat is None:
         raise runtime.ConfigError(
-            f'checkpoint {meta["update_count"]} in {checkpointer.directory} has no '
-            'environment state: it was not written by the Anakin runtime.')
+            f'checkpoint {meta["update_count"]} in {checkpointer.directory} '
+            'has no environment state: it was not written by the Anakin '
+            'runtime.')
       try:
         actor_state = _from_flat(flat, actor_state)
       except ValueError as e:
@@ -617,7 +618,7 @@ def train_anakin(config: Config, logdir: str, *,
                                row['episode_return'], extra='anakin')
       if config.eval_every_frames and runner.frames >= next_eval:
         next_eval += config.eval_every_frames
-        writer.write(runtime._evaluate(config, runner, network, updates))  # pylint: disable=protected-access
+        writer.write(runtime.evaluation_row(config, runner, network, updates))
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         save()

@@ -385,7 +385,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       if config.eval_every_frames and learner.frames >= next_eval:
         next_eval += config.eval_every_frames
         if primary:
-          writer.write(_evaluate(config, learner, network, updates))
+          writer.write(evaluation_row(config, learner, network, updates))
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         _save(checkpointer, learner, config, wall_start)
@@ -430,7 +430,7 @@ def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
   return row
 
 
-def _evaluate(config, learner, network, updates) -> Dict[str, Any]:
+def evaluation_row(config, learner, network, updates) -> Dict[str, Any]:
   """Plays ``config.eval_games`` whole games on fresh environments with
   the current params (sampled actions), in the learner thread. ``learner``
   is anything with ``params()`` and ``frames`` (the envpool runtime's

@@ -286,6 +286,12 @@ def make_jax_env(env_id: str, *, max_episode_steps: Optional[int] = None,
 
 
 # ------------------------------------------------- host-stepped batch ---
+def _split_each(keys: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """``[N]`` keys -> (next ``[N]`` keys, ``[N]`` keys to use now)."""
+  pairs = jax.vmap(jax.random.split)(keys)          # [N, 2, ...]
+  return pairs[:, 0], pairs[:, 1]
+
+
 class JaxBatchedEnv(BatchedEnv):
   """``num_envs`` copies of a ``JaxEnv`` behind the ``BatchedEnv`` interface.
 
@@ -310,7 +316,7 @@ class JaxBatchedEnv(BatchedEnv):
     self._reset = jax.jit(jax.vmap(env.reset))
 
     def step(state, action, keys):
-      keys, step_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+      keys, step_keys = _split_each(keys)
       state, obs, reward, terminated, truncated = jax.vmap(env.step)(
           state, action, step_keys)
       return keys, state, obs, reward, terminated, truncated
@@ -332,8 +338,7 @@ class JaxBatchedEnv(BatchedEnv):
                      game_length=np.asarray(length, np.int32))
 
   def async_reset(self) -> None:
-    self._keys, reset_keys = jnp.moveaxis(
-        jax.vmap(jax.random.split)(self._keys), 1, 0)
+    self._keys, reset_keys = _split_each(self._keys)
     self._state, obs = self._reset(reset_keys)
     zeros = np.zeros((self.num_envs,), bool)
     self._pending = self._batch(obs, np.zeros((self.num_envs,), np.float32),
