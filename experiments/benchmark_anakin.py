@@ -173,28 +173,23 @@ def main(argv):
           f'{jax.local_device_count()} device(s); on a CPU set XLA_FLAGS='
           '--xla_force_host_platform_device_count=N.')
   anakin_devices = tuple(range(_DEVICES.value))
-  base = dataclasses.replace(config_lib.cartpole_anakin(),
-                             updates_per_call=k,
-                             learner_devices=anakin_devices)
-  rows = []
-  for b in cartpole_sizes:
-    rows.append(time_anakin(dataclasses.replace(base, batch_size=b), seconds))
-    print(f'anakin  gymnax:CartPole-v1     B={b:5d}  '
-          f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (compile '
-          f'{rows[-1]["first_call_s"]:.1f} s)', flush=True)
-  results['anakin_cartpole'] = {'best': _best(rows), 'all': rows,
-                                'network': list(base.mlp_sizes)}
 
-  base = dataclasses.replace(config_lib.minatar(), updates_per_call=k,
-                             learner_devices=anakin_devices)
-  rows = []
-  for b in breakout_sizes:
-    rows.append(time_anakin(dataclasses.replace(base, batch_size=b), seconds))
-    print(f'anakin  gymnax:Breakout-MinAtar B={b:5d}  '
-          f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (compile '
-          f'{rows[-1]["first_call_s"]:.1f} s)', flush=True)
-  results['anakin_breakout'] = {'best': _best(rows), 'all': rows,
-                                'network': list(base.mlp_sizes)}
+  def sweep(preset: config_lib.Config, sizes: List[int]) -> dict:
+    base = dataclasses.replace(preset, updates_per_call=k,
+                               learner_devices=anakin_devices)
+    rows = []
+    for b in sizes:
+      rows.append(time_anakin(dataclasses.replace(base, batch_size=b),
+                              seconds))
+      print(f'anakin  {base.env:<23s} B={b:5d}  '
+            f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (compile '
+            f'{rows[-1]["first_call_s"]:.1f} s)', flush=True)
+    return {'best': _best(rows), 'all': rows,
+            'network': list(base.mlp_sizes)}
+
+  results['anakin_cartpole'] = sweep(config_lib.cartpole_anakin(),
+                                     cartpole_sizes)
+  results['anakin_breakout'] = sweep(config_lib.minatar(), breakout_sizes)
 
   anakin_cp = config_lib.cartpole_anakin()
   rows = []
@@ -202,8 +197,8 @@ def main(argv):
     config = dataclasses.replace(
         config_lib.cartpole(), mlp_sizes=anakin_cp.mlp_sizes,
         unroll_length=anakin_cp.unroll_length, num_envs=b,
-        env_batch_size=max(1, b // 2), batch_size=b, total_frames=10**9, lr_decay=False,
-        log_every_seconds=1e9, checkpoint_every_seconds=1e9).validate()
+        env_batch_size=max(1, b // 2), batch_size=b, total_frames=10**9,
+        lr_decay=False, log_every_seconds=1e9, checkpoint_every_seconds=1e9).validate()
     rows.append(time_envpool(config, seconds, _SKIP_UPDATES.value))
     print(f'envpool CartPole-v1 (async)   B={b:5d}  '
           f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (envpool batch '
