@@ -103,59 +103,21 @@ def load_run(logdir: str, step=None):
 
 
 def normalised_score(env_id: str, score: float):
-  """Human-normalised score from ``impala_jax.scores`` when it knows the
-  game; None otherwise (module absent, game unknown, other API)."""
-  try:
-    from impala_jax import scores  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  """Human-normalised score (DMLab-30: capped) when ``impala_jax.scores``
+  has references for the run's environment; None otherwise (gymnax's
+  MinAtar Breakout, for one, is not Atari's)."""
+  from impala_jax import scores  # pylint: disable=g-import-not-at-top
+  if scores.canonical_game(env_id)[0] is None:
     return None
-  if env_id.startswith('gymnax:'):
-    return None   # MinAtar's Breakout is not Atari's
-  game = env_id.split(':')[-1]
-  names = [env_id, game, game.split('-')[0], game.split('-')[0].lower()]
-  for fn_name in ('human_normalized_score', 'human_normalised_score',
-                  'normalized_score', 'normalised_score'):
-    fn = getattr(scores, fn_name, None)
-    if not callable(fn):
-      continue
-    for name in names:
-      try:
-        return float(fn(name, score))
-      except (KeyError, ValueError, TypeError, LookupError):
-        continue
-  table = getattr(scores, 'human_random_scores', None)
-  if callable(table):
-    try:
-      table = table()
-    except Exception:  # pylint: disable=broad-except
-      table = None
-  if isinstance(table, dict):
-    for name in names:
-      entry = table.get(name)
-      if entry is None:
-        continue
-      try:
-        if isinstance(entry, dict):
-          human, rand = entry['human'], entry['random']
-        else:
-          human, rand = getattr(entry, 'human'), getattr(entry, 'random')
-        return (score - rand) / (human - rand)
-      except (KeyError, AttributeError, TypeError, ZeroDivisionError):
-        continue
-  return None
+  return float(scores.normalized_score(env_id, score))
 
 
 def paper_score(env_id: str):
   """The IMPALA paper's final score for this game from
   ``impala_jax.scores.paper_score_for``, or None."""
-  if env_id.startswith('gymnax:'):
-    return None
-  try:
-    from impala_jax import scores  # pylint: disable=g-import-not-at-top
-    value = scores.paper_score_for(env_id)
-    return None if value is None else float(value)
-  except Exception:  # pylint: disable=broad-except
-    return None
+  from impala_jax import scores  # pylint: disable=g-import-not-at-top
+  value = scores.paper_score_for(env_id)
+  return None if value is None else float(value)
 
 
 def main(argv):

@@ -223,3 +223,17 @@ def test_anakin_run_evaluates_periodically_and_from_the_command_line(
   reader = imageio_ffmpeg.read_frames(video)
   assert tuple(next(reader)['size']) == (320, 200)
   assert sum(1 for _ in reader) >= 2
+
+
+def test_cli_normalises_only_games_with_references():
+  from experiments import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  # Atari-57: (score - random) / (human - random), uncapped.
+  assert evaluate_cli.normalised_score('Breakout-v5', 100.0) == (
+      pytest.approx((100.0 - 1.7) / (30.5 - 1.7)))
+  assert evaluate_cli.paper_score('Breakout-v5') == 787.34
+  # DMLab-30 is capped at 1; MinAtar's Breakout and CartPole have no
+  # references (not Atari's Breakout).
+  assert evaluate_cli.normalised_score('dmlab:rooms_watermaze', 1e3) == 1.0
+  for env_id in ('gymnax:Breakout-MinAtar', 'CartPole-v1'):
+    assert evaluate_cli.normalised_score(env_id, 5.0) is None
+    assert evaluate_cli.paper_score(env_id) is None
