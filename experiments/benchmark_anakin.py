@@ -159,7 +159,7 @@ def main(argv):
   k, seconds = _UPDATES_PER_CALL.value, _SECONDS.value
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every step at INFO
-  # gymnax 0.0.9's MinAtar scatters ints into bool arrays (a FutureWarning).
+  # gymnax's MinAtar scatters ints into bool arrays (a FutureWarning).
   warnings.filterwarnings('ignore', category=FutureWarning,
                           module='jax._src.ops.scatter')
   print(f'benchmark_anakin: {jax.local_device_count()} x '

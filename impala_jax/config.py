@@ -10,7 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional, Tuple
 
-REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric')
+# 'soft_asymmetric': scalable_agent's experiment.py (the released code
+# behind the paper's DMLab runs); 'soft_asymmetric_paper': the formula the
+# paper prints. ``impala_jax.learner.clip_rewards`` gives both.
+REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric',
+                   'soft_asymmetric_paper')
 # 'auto': Anakin for JAX environment ids (gymnax:...), Sebulba otherwise.
 RUNTIMES = ('auto', 'sebulba', 'anakin')
 TORSOS = ('shallow', 'deep', 'mlp')
@@ -67,6 +71,9 @@ class Config:
   rmsprop_decay: float = 0.99
   rmsprop_epsilon: float = 0.01
   rmsprop_momentum: float = 0.0
+  rmsprop_initial_scale: float = 1.0  # the mean-square accumulator's start:
+                                      # 1.0 as TF1's RMSPropOptimizer (the
+                                      # paper's code), 0.0 as optax's default
   max_grad_norm: float = 40.0
 
   # --- runtime ---
@@ -114,6 +121,9 @@ class Config:
          f'--max_grad_norm must be > 0, got {self.max_grad_norm}.')
     need(0.0 <= self.rmsprop_decay < 1.0,
          f'--rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}.')
+    need(self.rmsprop_initial_scale >= 0,
+         f'--rmsprop_initial_scale must be >= 0, got '
+         f'{self.rmsprop_initial_scale}.')
     need(self.rmsprop_epsilon > 0,
          f'--rmsprop_epsilon must be > 0, got {self.rmsprop_epsilon}.')
     need(0.0 <= self.vtrace_lambda <= 1.0,

@@ -95,27 +95,56 @@ def learning_rate_schedule(config: Config,
 
 def make_optimizer(config: Config,
                    action_repeat: int) -> optax.GradientTransformation:
-  """Global-norm clipping, then RMSProp as in the paper (TF-style epsilon
-  inside the square root, decay 0.99, epsilon 0.01, no momentum)."""
+  """Global-norm clipping, then RMSProp as the paper's code runs it (TF1's
+  ``RMSPropOptimizer``): ``ms = decay ms + (1 - decay) g^2`` starting at
+  ``ms = rmsprop_initial_scale`` (TF1: 1.0), step ``lr g / sqrt(ms + eps)``
+  (epsilon inside the square root), decay 0.99, epsilon 0.01, no momentum.
+  """
   momentum = config.rmsprop_momentum or None
   return optax.chain(
       optax.clip_by_global_norm(config.max_grad_norm),
       optax.rmsprop(learning_rate_schedule(config, action_repeat),
                     decay=config.rmsprop_decay, eps=config.rmsprop_epsilon,
+                    initial_scale=config.rmsprop_initial_scale,
                     eps_in_sqrt=True, momentum=momentum))
+
+
+def applied_learning_rate(config: Config, action_repeat: int,
+                          opt_state) -> jax.Array:
+  """The learning rate the next optimizer step applies: the schedule at
+  optax's own step count, which does not advance on a skipped
+  (non-finite) update, unlike ``TrainState.update_count``."""
+  schedule = learning_rate_schedule(config, action_repeat)
+  if not config.lr_decay:
+    return jnp.asarray(config.learning_rate, jnp.float32)
+  counts = optax.tree_utils.tree_get_all_with_path(opt_state, 'count')
+  if len(counts) != 1:
+    raise ValueError(f'expected one schedule count in the optimizer state, '
+                     f'found {len(counts)}.')
+  return schedule(counts[0][1])
 
 
 def clip_rewards(rewards: jax.Array, mode: str) -> jax.Array:
   """``[T, B]`` rewards clipped as the paper does for each suite.
 
-  'abs_one': ``clip(r, -1, 1)`` (Atari); 'soft_asymmetric':
-  ``0.3 min(tanh r, 0) + 5 max(tanh r, 0)`` (DMLab); 'none'.
+  'abs_one': ``clip(r, -1, 1)`` (Atari).
+  'soft_asymmetric': DMLab's optimistic asymmetric clipping as the released
+    code computes it (scalable_agent ``experiment.py``, flag
+    ``--reward_clipping=soft_asymmetric``, the code behind the published
+    runs): ``5 tanh(r / 5)`` for ``r >= 0``, ``1.5 tanh(r / 5)`` for
+    ``r < 0``. The ``dmlab30:`` presets use this one.
+  'soft_asymmetric_paper': the formula the paper prints (Espeholt et al.
+    2018, section 5.3.1): ``0.3 min(tanh r, 0) + 5 max(tanh r, 0)``.
+  'none': rewards unchanged.
   """
   if mode == 'none':
     return rewards
   if mode == 'abs_one':
     return jnp.clip(rewards, -1.0, 1.0)
   if mode == 'soft_asymmetric':
+    squeezed = jnp.tanh(rewards / 5.0)
+    return 5.0 * jnp.where(rewards < 0, 0.3 * squeezed, squeezed)
+  if mode == 'soft_asymmetric_paper':
     squashed = jnp.tanh(rewards)
     return (0.3 * jnp.minimum(squashed, 0.0) +
             5.0 * jnp.maximum(squashed, 0.0))
@@ -210,8 +239,10 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
       'mean_rho': means[0], 'rho_clipped_fraction': means[1],
       'mean_value': means[2], 'mean_vs': means[3], 'entropy': means[4],
       'grad_norm': grad_norm,
-      'learning_rate': learning_rate_schedule(config, action_repeat)(
-          state.update_count),
+      # The rate this update's optimizer step used (the schedule at optax's
+      # count, which a skipped update does not advance).
+      'learning_rate': applied_learning_rate(config, action_repeat,
+                                             state.opt_state),
       'skipped_updates': new_state.skipped_updates,
   }
   return new_state, metrics

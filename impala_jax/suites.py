@@ -53,8 +53,10 @@ def dmlab30_preset(level: str) -> config_lib.Config:
   """DMLab settings of the paper's public agent (scalable_agent
   ``experiment.py`` defaults): deep ResNet + LSTM(256), unroll 100,
   RMSProp lr 4.8e-4, epsilon 0.1, decay 0.99, entropy 2.5e-4, baseline
-  0.5, discount 0.99, rewards clipped to [-1, 1] (``--reward_clipping=
-  soft_asymmetric`` is the paper's alternative), 1e9 frames, batch 32 as on
+  0.5, discount 0.99, the released code's optimistic asymmetric reward
+  clipping (``soft_asymmetric``: ``5 tanh(r/5)``, ``1.5 tanh(r/5)`` below
+  0; ``learner.clip_rewards`` also has the paper's printed formula and
+  ``abs_one``), 1e9 frames, batch 32 as on
   Atari. DMLab has no no-op starts and keeps each level's own time limit.
   The ``language_*`` levels also encode the level's instruction (first 16
   words, ``instruction_len=16``, scalable_agent's maximum). Needs the
@@ -68,7 +70,8 @@ def dmlab30_preset(level: str) -> config_lib.Config:
       use_lstm=True, lstm_size=256, unroll_length=100, batch_size=32,
       learning_rate=4.8e-4, rmsprop_epsilon=0.1, rmsprop_decay=0.99,
       rmsprop_momentum=0.0, entropy_cost=2.5e-4, baseline_cost=0.5,
-      discount=0.99, reward_clipping='abs_one', total_frames=1_000_000_000,
+      discount=0.99, reward_clipping='soft_asymmetric',
+      total_frames=1_000_000_000,
       noop_max=0, max_episode_steps=0,
       instruction_len=16 if key.startswith('language_') else 0)
 

@@ -58,7 +58,10 @@ def test_two_devices_equal_one_device(use_lstm):
 
 
 def test_repeated_updates_lower_the_loss():
-  config = small_config(learning_rate=1e-3, lr_decay=False)
+  # 60 updates at lr 1e-3 from optax's accumulator start (0.0); from TF1's
+  # (1.0, the default) the first hundreds of steps are deliberately smaller.
+  config = small_config(learning_rate=1e-3, lr_decay=False,
+                        rmsprop_initial_scale=0.0)
   learner = make(config, jax.devices()[:1])
   traj = synthetic_trajectory(0, 6, 8, OBS, np.float32, A, done_prob=0.2)
   # On a fixed batch the baseline loss (bounded below by 0) must fall, and
@@ -100,9 +103,82 @@ def test_reward_clipping_modes():
   np.testing.assert_allclose(learner_lib.clip_rewards(r, 'abs_one'),
                              [[-1, -0.5, 0, 0.5, 1]])
   np.testing.assert_allclose(learner_lib.clip_rewards(r, 'none'), r)
-  soft = learner_lib.clip_rewards(r, 'soft_asymmetric')
+  # The paper's printed formula: 0.3 min(tanh r, 0) + 5 max(tanh r, 0).
+  soft = learner_lib.clip_rewards(r, 'soft_asymmetric_paper')
   np.testing.assert_allclose(soft[0, 0], 0.3 * np.tanh(-3.0), rtol=1e-6)
   np.testing.assert_allclose(soft[0, 4], 5.0 * np.tanh(3.0), rtol=1e-6)
+  # scalable_agent's experiment.py (the released code): 5 tanh(r/5) for
+  # r >= 0, 1.5 tanh(r/5) for r < 0.
+  released = np.asarray(learner_lib.clip_rewards(r, 'soft_asymmetric'))
+  raw = np.asarray(r, np.float64)
+  expected = np.where(raw < 0, 1.5 * np.tanh(raw / 5), 5 * np.tanh(raw / 5))
+  np.testing.assert_allclose(released, expected, rtol=1e-6, atol=1e-7)
+  assert released[0, 2] == 0.0
+
+
+def test_dmlab30_presets_clip_rewards_as_the_released_code():
+  from impala_jax import suites  # pylint: disable=g-import-not-at-top
+  for level in ('rooms_watermaze', 'language_select_described_object'):
+    assert suites.preset('dmlab30', level).reward_clipping == 'soft_asymmetric'
+
+
+def _tf1_rmsprop_step(params, grads, ms, lr, decay, eps):
+  """TF1 ``RMSPropOptimizer`` (no momentum, not centered), float64:
+  ``ms <- decay ms + (1 - decay) g^2``, ``p <- p - lr g / sqrt(ms + eps)``."""
+  ms = decay * ms + (1.0 - decay) * grads**2
+  return params - lr * grads / np.sqrt(ms + eps), ms
+
+
+def test_one_update_equals_a_tf1_rmsprop_step():
+  """TF1 starts the mean-square accumulator at 1 (optax's default is 0,
+  which makes the first steps up to ~10x larger)."""
+  config = small_config(learning_rate=1e-2, lr_decay=False,
+                        max_grad_norm=1e9)
+  assert config.rmsprop_initial_scale == 1.0
+  network = learner_lib.make_network(config, A)
+  state = learner_lib.init_train_state(config, network, OBS, np.float32, 1,
+                                       jax.random.PRNGKey(0))
+  traj = synthetic_trajectory(0, 6, 8, OBS, np.float32, A)
+  traj = jax.tree_util.tree_map(jnp.asarray, traj)
+  grads = jax.grad(lambda p: learner_lib._loss_fn(  # pylint: disable=protected-access
+      p, traj, network, config)[0])(state.params)
+  new_state, _ = learner_lib.update_step(
+      state._replace(frames=None), traj, network=network, config=config,
+      action_repeat=1, axis_name=None)
+  expected = jax.tree_util.tree_map(
+      lambda p, g: _tf1_rmsprop_step(
+          np.asarray(p, np.float64), np.asarray(g, np.float64), 1.0,
+          config.learning_rate, config.rmsprop_decay,
+          config.rmsprop_epsilon)[0], state.params, grads)
+  params_close(new_state.params, expected, 1e-6)
+  # optax's own start (0.0) is a different, larger step.
+  zero = dataclasses.replace(config, rmsprop_initial_scale=0.0)
+  zero_init = learner_lib.init_train_state(zero, network, OBS, np.float32, 1,
+                                           jax.random.PRNGKey(0))
+  zero_state, _ = learner_lib.update_step(
+      zero_init._replace(frames=None), traj, network=network, config=zero,
+      action_repeat=1, axis_name=None)
+  def step_size(after):
+    return sum(float(np.abs(np.asarray(a) - np.asarray(b)).sum())
+               for a, b in zip(jax.tree_util.tree_leaves(after),
+                               jax.tree_util.tree_leaves(state.params)))
+  assert step_size(zero_state.params) > 3 * step_size(new_state.params)
+
+
+def test_logged_learning_rate_is_the_applied_one_after_a_skip():
+  """A skipped (non-finite) update does not advance optax's schedule, so
+  the rate logged afterwards must not run ahead of the one applied."""
+  config = small_config(total_frames=6 * 8 * 10, learning_rate=1e-3)
+  sched = learner_lib.learning_rate_schedule(config, action_repeat=1)
+  learner = make(config, jax.devices()[:1])
+  good = synthetic_trajectory(0, 6, 8, OBS, np.float32, A)
+  bad = good._replace(rewards=good.rewards.copy())
+  bad.rewards[0, 0] = np.nan
+  logged = [float(learner.update(t)['learning_rate'])
+            for t in (good, bad, good, good)]
+  # Applied: sched(0), (skipped; optax still at 1), sched(1), sched(2).
+  np.testing.assert_allclose(logged, [sched(0), sched(1), sched(1),
+                                      sched(2)], rtol=1e-6)
 
 
 def test_learning_rate_decays_linearly_to_zero():

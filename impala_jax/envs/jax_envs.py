@@ -22,9 +22,14 @@ trajectory has exactly the envpool actor's layout:
   ``step``); ``state.needs_reset`` says that the next step is a reset.
 * ``truncated`` means "cut by the time limit" (``max_episode_steps`` agent
   steps, counted here in ``state.episode_step``), never together with
-  ``terminated``: gymnax's own ``done`` mixes both (CartPole's ``done`` is
-  also True at step 500), so the adapter lifts gymnax's time limit and
-  applies its own.
+  ``terminated`` (a real end wins when both fall on one step). gymnax 1.0
+  reports the two apart (``step_env``'s flag is the natural end only, its
+  time limit is ``state.time >= max_steps_in_episode``); the adapter keeps
+  gymnax's ``max_steps_in_episode`` as the time limit (or sets it to
+  ``max_episode_steps``), so environments whose dynamics read it
+  (``DiscountingChain-bsuite`` observes ``time / max_steps_in_episode``)
+  behave exactly as gymnax's own (``tests/test_envs.py`` steps every id
+  beside the raw gymnax environment).
 * ``state.game_return`` / ``state.game_length`` hold the raw score and the
   number of transitions of the current game so far (reset steps not
   counted); on a terminal step they are the whole game's. None of the
@@ -32,7 +37,7 @@ trajectory has exactly the envpool actor's layout:
 
 Environment ids are ``gymnax:<gymnax id>``, e.g. ``gymnax:CartPole-v1``;
 ``GYMNAX_IDS`` lists those with discrete actions and array observations.
-Pinned and tested with gymnax 0.0.9 (which imports ``six`` and ``seaborn``).
+Pinned and tested with gymnax 1.0.1.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import numpy as np
 
 from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
 
-# gymnax 0.0.9's MinAtar scatters ints into bool grids; jax warns about it at
+# gymnax's MinAtar scatters ints into bool grids; jax warns about it at
 # trace time (harmless today). Only that message is silenced.
 warnings.filterwarnings('ignore', message='scatter inputs have incompatible',
                         category=FutureWarning)
@@ -67,8 +72,6 @@ GYMNAX_IDS = (
 )
 _CONTINUOUS = ('Pendulum-v1', 'MountainCarContinuous-v0', 'Reacher-misc',
                'Swimmer-misc', 'PointRobot-misc')
-# No time limit of ours is ever reached with this one (gymnax's is lifted).
-_NO_LIMIT = 2**30
 
 
 class EnvState(NamedTuple):
@@ -232,8 +235,9 @@ class GymnaxEnv(JaxEnv):
     limit = int(params.max_steps_in_episode)
     if max_episode_steps is not None and max_episode_steps > 0:
       limit = int(max_episode_steps)
-    # gymnax's done includes its time limit; ours replaces it (truncation).
-    self._params = params.replace(max_steps_in_episode=_NO_LIMIT)
+    # gymnax 1.0's step_env flag is the natural end only; the time limit is
+    # applied here (``JaxEnv.step``) at the same step gymnax's would be.
+    self._params = params.replace(max_steps_in_episode=limit)
     space = self._env.observation_space(params)
     shape = tuple(int(d) for d in space.shape)
     self._channel_first = len(shape) == 3
@@ -263,9 +267,9 @@ class GymnaxEnv(JaxEnv):
     return inner, self._obs(obs)
 
   def _step(self, inner, action, key):
-    obs, inner, reward, done, _ = self._env.step_env(key, inner, action,
-                                                     self._params)
-    return inner, self._obs(obs), reward, done
+    obs, inner, reward, terminated, _ = self._env.step_env(
+        key, inner, action, self._params)
+    return inner, self._obs(obs), reward, terminated
 
 
 def _gymnax_version() -> str:
