@@ -4,6 +4,14 @@ table from one or more results trees.
   python -m experiments.plot --roots=runs/sweep --out=plots
   python -m experiments.plot --roots=runs/base,runs/mine --labels=base,mine \
       --out=plots/compare --paper_variant=impala_shallow
+  python -m experiments.plot --roots=runs/mine --reference=minatar \
+      --out=plots/minatar
+
+``--reference=<suite>`` adds the runs this repository ships for the suite
+(``impala_jax/data/reference_runs``, see ``impala_jax.reference_runs``) as
+one more tree labelled ``reference``, so a user's curves are drawn over the
+shipped ones (``--roots`` may then be left out), and ``final_scores.md``
+also gets the suite's published baselines beside the final scores.
 
 A results tree is ``ROOT/<game>/<run>/metrics.csv`` (what
 ``experiments.sweep`` writes; ``<run>`` is one seed). Writes to ``--out``:
@@ -50,6 +58,10 @@ _STATISTIC = flags.DEFINE_enum('statistic', 'median', ['median', 'mean'],
 _REPS = flags.DEFINE_integer('bootstrap_reps', 2000,
                              'Bootstrap replicates of the aggregates.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Bootstrap seed.')
+_REFERENCE = flags.DEFINE_string(
+    'reference', None, 'Overlay the shipped reference runs of a suite: '
+    'minatar.')
+REFERENCE_LABEL = 'reference'
 
 
 def _fail(message: str):
@@ -63,15 +75,32 @@ def main(argv):
   # Imported here so that --help and flag errors answer instantly.
   from impala_jax import plotting  # pylint: disable=g-import-not-at-top
   from impala_jax import scores  # pylint: disable=g-import-not-at-top
-  if not _ROOTS.value:
-    _fail('--roots is required (one or more results trees).')
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  reference = _REFERENCE.value
+  if reference is not None and (reference not in
+                                reference_runs.REFERENCE_SUITES):
+    _fail(f'--reference must be one of '
+          f'{", ".join(reference_runs.REFERENCE_SUITES)}, got {reference!r}.')
+  if not _ROOTS.value and not reference:
+    _fail('--roots is required (one or more results trees), or '
+          '--reference=<suite>.')
   if not _OUT.value:
     _fail('--out is required (the output directory).')
-  roots = [r for r in _ROOTS.value if r]
+  roots = [r for r in (_ROOTS.value or []) if r]
   labels = _LABELS.value or [os.path.basename(os.path.normpath(r))
                              for r in roots]
   if len(labels) != len(roots):
     _fail(f'--labels has {len(labels)} names for {len(roots)} trees.')
+  if reference:
+    reference_root = reference_runs.reference_root(reference)
+    if not os.path.isdir(reference_root):
+      _fail(f'no shipped reference runs for {reference!r} in this install '
+            f'({reference_root}).')
+    if REFERENCE_LABEL in labels:
+      _fail(f'the label {REFERENCE_LABEL!r} is reserved for --reference.')
+    # Drawn first, so the user's trees come on top in the legend order.
+    roots.insert(0, reference_root)
+    labels.insert(0, REFERENCE_LABEL)
   if len(set(labels)) != len(labels):
     _fail('labels must differ (give --labels when trees share a name).')
   if _SMOOTH.value < 1:
@@ -106,6 +135,9 @@ def main(argv):
   table = plotting.final_table(results, fraction=_FINAL_FRACTION.value,
                                paper_variant=variant, reps=_REPS.value,
                                seed=_SEED.value)
+  if reference:
+    table += '\n' + plotting.published_table(
+        results, reference, fraction=_FINAL_FRACTION.value)
   table_path = os.path.join(out, 'final_scores.md')
   with open(table_path, 'w') as f:
     f.write(table)

@@ -17,6 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from impala_jax import reference_runs
 from impala_jax import scores as scores_lib
 from impala_jax.metrics import read_metrics
 
@@ -305,6 +306,45 @@ def final_table(results_by_label: Mapping[str, Results], *,
   if aggregate_lines:
     lines += ['', 'Human-normalised aggregates (95% stratified bootstrap '
               'confidence intervals):', ''] + aggregate_lines
+  return '\n'.join(lines) + '\n'
+
+
+def published_table(results_by_label: Mapping[str, Results], suite: str, *,
+                    fraction: float = 0.1,
+                    reference_root: Optional[str] = None) -> str:
+  """Markdown: per game of a reference suite (``reference_runs``), each
+  label's final training-curve score (mean over seeds), the shipped runs'
+  final evaluation score (mean over their ``eval.json``), and the suite's
+  published baselines."""
+  published = reference_runs.published(suite)
+  columns = [c for c in next(iter(published.values()))] if published else []
+  labels = list(results_by_label)
+  finals = {label: {reference_runs.game_key(g): v
+                    for g, v in final_scores(res, fraction).items()}
+            for label, res in results_by_label.items()}
+  root = reference_root or reference_runs.reference_root(suite)
+  header = (['game'] + [f'{label} (curve)' for label in labels] +
+            ['shipped runs (evaluation)'] + columns)
+  lines = [f'Published {suite} baselines beside the final scores (curve: '
+           f'mean return over the last {100 * fraction:g}% of frames, mean '
+           'over seeds; evaluation: the shipped runs\' final evaluation).',
+           '', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for game, values in published.items():
+    row = [game]
+    for label in labels:
+      v = finals[label].get(game)
+      row.append(_fmt(float(np.mean(v))) if v else '')
+    evals = []
+    game_dir = os.path.join(root, 'gymnax_' + game)
+    if os.path.isdir(game_dir):
+      for run in sorted(os.listdir(game_dir)):
+        ev = reference_runs.read_eval(os.path.join(game_dir, run))
+        if ev is not None:
+          evals.append(float(ev['mean']))
+    row.append(f'{_fmt(float(np.mean(evals)))} ({len(evals)})' if evals
+               else '')
+    row += [_fmt(values[c]) if values[c] is not None else '' for c in columns]
+    lines.append('| ' + ' | '.join(row) + ' |')
   return '\n'.join(lines) + '\n'
 
 

@@ -1,0 +1,244 @@
+r"""Reproduces a shipped results table from scratch: train, evaluate, compare.
+
+  python -m experiments.reproduce --suite=minatar --root=runs/minatar
+  make reproduce-minatar                      # the same, into runs/minatar
+
+For ``--suite=minatar``: the four MinAtar games (``--preset=minatar``, each
+game with its per-game settings from the preset) x ``--seeds`` (default
+1,2,3), 10M steps each, one run at a time (``experiments.sweep``), then a
+final evaluation of each run's last checkpoint (``experiments.evaluate``:
+``--eval_games`` whole games, default 100, actions sampled from the policy),
+then ``ROOT/results.md``: per game every seed's evaluation score and wall
+time, the mean over seeds, the published baselines
+(``impala_jax/data/minatar_published.csv``) and whether the target is met;
+and ``ROOT/plots/`` (the curves overlaid on the shipped reference runs).
+
+Resumable: finished trainings and evaluations (``eval.json``) are skipped,
+an interrupted training resumes from its checkpoint; re-run the same command
+after a crash or Ctrl-C. ``--ship`` (maintainers) copies the finished runs,
+trimmed, into ``impala_jax/data/reference_runs/<suite>`` and the curves PNG
+into ``docs/``.
+
+Exit status: 0 when every run trained and evaluated, 1 when one failed, 2
+for bad flags.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+from absl import app
+from absl import flags
+
+_SUITE = flags.DEFINE_string('suite', 'minatar', 'Suite to reproduce: '
+                             'minatar.')
+_ROOT = flags.DEFINE_string('root', None, 'Results tree (default '
+                            'runs/<suite>).')
+_SEEDS = flags.DEFINE_list('seeds', ['1', '2', '3'], 'Seeds.')
+_GAMES = flags.DEFINE_list('games', None, 'A subset of the suite\'s games '
+                           '(default: all).')
+_TOTAL_FRAMES = flags.DEFINE_integer('total_frames', None, 'Frames per run '
+                                     '(default: the preset\'s).')
+_EVAL_GAMES = flags.DEFINE_integer('eval_games', 100, 'Whole games of the '
+                                   'final evaluation of each run.')
+_SHIP = flags.DEFINE_boolean('ship', False, 'Copy the finished runs into '
+                             'the package\'s reference runs and docs/.')
+_TRAIN_FLAGS = flags.DEFINE_multi_string(
+    'train_flag', [], 'Extra flag for every training run (repeatable).')
+
+PRESETS = {'minatar': 'minatar'}
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fail(message: str):
+  print(f'reproduce: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _evaluate(run_dir: str, num_games: int) -> Optional[dict]:
+  """``eval.json`` of a run, evaluating its last checkpoint if missing."""
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  done = reference_runs.read_eval(run_dir)
+  if done is not None and done.get('num_games') == num_games:
+    return done
+  out = os.path.join(run_dir, 'eval.json')
+  command = [sys.executable, '-m', 'experiments.evaluate',
+             f'--logdir={run_dir}', f'--num_games={num_games}',
+             f'--json={out}.tmp']
+  with open(os.path.join(run_dir, 'eval.log'), 'a') as log:
+    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
+                           cwd=ROOT_DIR)
+  if code != 0:
+    print(f'failed to evaluate {run_dir} (exit {code}; see '
+          f'{os.path.join(run_dir, "eval.log")})', flush=True)
+    return None
+  os.replace(out + '.tmp', out)
+  return reference_runs.read_eval(run_dir)
+
+
+def results_table(suite: str, root: str, games: List[str],
+                  seeds: List[int]) -> str:
+  """The Markdown table of ``ROOT/results.md``."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  table = reference_runs.published(suite)
+  lines = [
+      f'Score: mean whole-game return of {_EVAL_GAMES.value} evaluation '
+      'games (actions sampled) with the final checkpoint; wall time of the '
+      'training run (compilation included).', '',
+      '| game | seeds: score (wall s) | mean +- std | gymnax-blines PPO '
+      '| MinAtar AC(lambda) 5M | PureJaxRL PPO here (wall s) | target '
+      '(wall s) | met |',
+      '|---|---|---|---|---|---|---|---|',
+  ]
+  def fmt(v, digits=1):
+    return '' if v is None else f'{v:.{digits}f}'
+  for env_id in games:
+    key = reference_runs.game_key(env_id)
+    cells, values, walls = [], [], []
+    for seed in seeds:
+      run = sweep.run_dir(root, env_id, seed)
+      ev = reference_runs.read_eval(run)
+      wall = reference_runs.read_wall_time(run)
+      if ev is None:
+        cells.append(f's{seed}: -')
+        continue
+      values.append(float(ev['mean']))
+      walls.append(wall if wall is not None else float('nan'))
+      cells.append(f's{seed}: {ev["mean"]:.1f} ({fmt(wall, 0)})')
+    pub = table.get(key, {})
+    mean = float(np.mean(values)) if values else None
+    met = ''
+    if mean is not None and len(values) == len(seeds):
+      ok_score = pub.get('target') is None or mean >= pub['target']
+      ok_wall = pub.get('target_wall_s') is None or max(walls) <= pub[
+          'target_wall_s']
+      met = ('yes' if ok_score and ok_wall else
+             'no (' + ', '.join(w for w, bad in (
+                 ('score', not ok_score), ('wall time', not ok_wall)) if bad)
+             + ')')
+    spread = (f'{mean:.1f} +- {float(np.std(values)):.1f}'
+              if mean is not None else '')
+    pj = pub.get('purejaxrl_ppo_10m_here')
+    lines.append(
+        f'| {key} | {"; ".join(cells)} | {spread} | '
+        f'{fmt(pub.get("gymnax_blines_ppo_10m"))} | '
+        f'{fmt(pub.get("minatar_ac_lambda_5m"))} | '
+        + (f'{pj:.1f} ({pub["purejaxrl_wall_s_here"]:.0f})' if pj else '')
+        + f' | {fmt(pub.get("target"))} ({fmt(pub.get("target_wall_s"), 0)})'
+        f' | {met} |')
+  lines += ['', 'Sources: ' + reference_runs.published_source(suite)]
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  suite = _SUITE.value
+  if suite not in PRESETS:
+    _fail(f'--suite must be one of {", ".join(PRESETS)}, got {suite!r}.')
+  all_games = list(reference_runs.SUITE_ENV_IDS[suite])
+  games = all_games
+  if _GAMES.value:
+    by_key = {reference_runs.game_key(g): g for g in all_games}
+    games = []
+    for g in _GAMES.value:
+      if reference_runs.game_key(g) not in by_key:
+        _fail(f'--games: {g!r} is not a {suite} game; choose from '
+              f'{", ".join(by_key)}.')
+      games.append(by_key[reference_runs.game_key(g)])
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    _fail(f'--seeds must be integers, got {",".join(_SEEDS.value)!r}.')
+  if not seeds or len(set(seeds)) != len(seeds):
+    _fail('--seeds must list at least one seed, each once.')
+  if _EVAL_GAMES.value < 1:
+    _fail(f'--eval_games must be >= 1, got {_EVAL_GAMES.value}.')
+  preset = PRESETS[suite]
+  total = _TOTAL_FRAMES.value or config_lib.get_preset(preset).total_frames
+  if total <= 0:
+    _fail(f'--total_frames must be > 0, got {total}.')
+  root = os.path.abspath(_ROOT.value or os.path.join('runs', suite))
+  runs = sweep.plan(games, seeds, root=root, preset=preset,
+                    total_frames=total, extra=_TRAIN_FLAGS.value)
+  n = len(runs)
+  print(f'reproduce: {suite}, {len(games)} games x {len(seeds)} seeds = {n} '
+        f'runs of {total:,} frames into {root} '
+        f'({sum(r.status == "skipped" for r in runs)} trained already)',
+        flush=True)
+  start = time.monotonic()
+  failed = 0
+  for i, run in enumerate(runs, 1):
+    if run.status == 'pending':
+      print(f'[{i}/{n}] train {run.env_id} seed {run.seed}', flush=True)
+      try:
+        sweep.execute([run], parallel=1, total_frames=total, cwd=ROOT_DIR)
+      except KeyboardInterrupt:
+        print('reproduce: stopped; run the same command again to resume.',
+              file=sys.stderr)
+        return 130
+      if run.status != 'done':
+        failed += 1
+        continue
+    ev = _evaluate(run.logdir, _EVAL_GAMES.value)
+    if ev is None:
+      failed += 1
+      continue
+    print(f'[{i}/{n}] {run.env_id} seed {run.seed}: evaluation mean '
+          f'{ev["mean"]:.2f} over {ev["num_games"]} games '
+          f'({time.monotonic() - start:.0f} s so far)', flush=True)
+  table = results_table(suite, root, games, seeds)
+  with open(os.path.join(root, 'results.md'), 'w') as f:
+    f.write(table)
+  print(table)
+  _plots(suite, root)
+  if _SHIP.value and not failed:
+    _ship(suite, root, games, seeds)
+  return 1 if failed else 0
+
+
+def _plots(suite: str, root: str):
+  """``ROOT/plots``: the run's curves beside the shipped reference runs."""
+  command = [sys.executable, '-m', 'experiments.plot', f'--roots={root}',
+             f'--labels={os.path.basename(root) or "runs"}',
+             f'--out={os.path.join(root, "plots")}', '--paper_variant=none']
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(reference_runs.reference_root(suite)):
+    command.append(f'--reference={suite}')
+  subprocess.call(command, cwd=ROOT_DIR, stdout=subprocess.DEVNULL)
+
+
+def _ship(suite: str, root: str, games: List[str], seeds: List[int]):
+  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  dest_root = os.path.join(ROOT_DIR, 'impala_jax', 'data', 'reference_runs',
+                           suite)
+  for env_id in games:
+    for seed in seeds:
+      src = sweep.run_dir(root, env_id, seed)
+      dest = os.path.join(dest_root, sweep.game_dir_name(env_id),
+                          f'seed_{seed}')
+      reference_runs.ship_run(src, dest)
+  with open(os.path.join(dest_root, 'results.md'), 'w') as f:
+    f.write(results_table(suite, root, games, seeds))
+  docs = os.path.join(ROOT_DIR, 'docs')
+  os.makedirs(docs, exist_ok=True)
+  grid = os.path.join(root, 'plots', 'all_games.png')
+  if os.path.exists(grid):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.copyfile(grid, os.path.join(docs, f'{suite}_curves.png'))
+  print(f'reproduce: shipped {len(games) * len(seeds)} runs to {dest_root}',
+        flush=True)
+
+
+if __name__ == '__main__':
+  app.run(lambda argv: sys.exit(main(argv)))

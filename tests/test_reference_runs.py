@@ -1,0 +1,153 @@
+"""Shipped reference runs: trimming and shipping a run, the published
+baselines table, the plot overlay (--reference) and the reproduce program's
+flag errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from impala_jax import plotting
+from impala_jax import reference_runs
+from impala_jax.metrics import read_metrics
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GAMES = [reference_runs.game_key(g)
+         for g in reference_runs.SUITE_ENV_IDS['minatar']]
+
+
+def write_run(path, n_rows, eval_every=0, final=10.0):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, 'metrics.csv'), 'w') as f:
+    f.write('frames,updates,episode_return,episode_length,wall_time,sps,'
+            'eval_return_mean\n')
+    for i in range(n_rows):
+      ev = f'{i / 10:.3f}' if eval_every and i % eval_every == 0 else ''
+      ret = final * (i + 1) / n_rows
+      f.write(f'{(i + 1) * 1000},{i},{ret:.6g},100,{i * 0.5},1e5,{ev}\n')
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    json.dump({'config': {'env': 'gymnax:Breakout-MinAtar'}}, f)
+  return path
+
+
+def test_published_table_has_every_game_and_its_target():
+  table = reference_runs.published('minatar')
+  assert sorted(table) == sorted(GAMES)
+  for game, row in table.items():
+    best = max(v for v in (row['gymnax_blines_ppo_10m'],
+                           row['purejaxrl_ppo_10m_here']) if v is not None)
+    assert row['target'] == best, game
+  assert table['Breakout-MinAtar']['target_wall_s'] == 164
+  assert 'gymnax' in reference_runs.published_source('minatar')
+
+
+def test_trim_keeps_the_last_row_and_every_evaluation(tmp_path):
+  run = write_run(str(tmp_path / 'run'), 2000, eval_every=100)
+  rows = read_metrics(os.path.join(run, 'metrics.csv'))
+  trimmed = reference_runs.trim_rows(rows, max_rows=300)
+  assert len(trimmed) <= 300
+  assert trimmed[-1]['frames'] == rows[-1]['frames']
+  assert sum(r['eval_return_mean'] != '' for r in trimmed) == 20
+  assert 'sps' not in trimmed[0] and 'updates' not in trimmed[0]
+  frames = [float(r['frames']) for r in trimmed]
+  assert frames == sorted(frames)
+
+
+def test_ship_run_copies_config_eval_and_a_trimmed_curve(tmp_path):
+  run = write_run(str(tmp_path / 'run'), 1000)
+  with open(os.path.join(run, 'eval.json'), 'w') as f:
+    json.dump({'mean': 12.5, 'num_games': 100}, f)
+  dest = reference_runs.ship_run(run, str(tmp_path / 'ship' / 'seed_1'))
+  assert sorted(os.listdir(dest)) == ['config.json', 'eval.json',
+                                      'metrics.csv']
+  assert reference_runs.read_eval(dest)['mean'] == 12.5
+  assert len(read_metrics(os.path.join(dest, 'metrics.csv'))) <= 300
+  assert reference_runs.read_wall_time(dest) == pytest.approx(999 * 0.5)
+  curve = plotting.read_curve(os.path.join(dest, 'metrics.csv'))
+  assert curve.returns[-1] == pytest.approx(10.0)
+
+
+def test_published_table_overlays_a_user_run_on_a_reference_fixture(tmp_path):
+  ref = tmp_path / 'ref'
+  for seed, final in ((1, 20.0), (2, 30.0)):
+    run = write_run(str(ref / 'gymnax_Breakout-MinAtar' / f'seed_{seed}'),
+                    50, final=final)
+    with open(os.path.join(run, 'eval.json'), 'w') as f:
+      json.dump({'mean': final + 1, 'num_games': 100}, f)
+  mine = tmp_path / 'mine'
+  write_run(str(mine / 'gymnax_Breakout-MinAtar' / 'seed_1'), 50, final=5.0)
+  results = {'reference': plotting.load_results(str(ref)),
+             'mine': plotting.load_results(str(mine))}
+  table = plotting.published_table(results, 'minatar', fraction=0.01,
+                                   reference_root=str(ref))
+  line = next(l for l in table.splitlines() if l.startswith('| Breakout'))
+  cells = [c.strip() for c in line.strip('|').split('|')]
+  # reference curve: mean of the two final rows 20 and 30; mine: 5;
+  # evaluation: mean of 21 and 31 over 2 runs; then the published numbers.
+  assert cells[1:4] == ['25.00', '5.00', '26.00 (2)']
+  assert cells[4] == '28.00' and '28.80' in cells
+  assert all(f'| {g} |' in table for g in GAMES)
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, *args], cwd=_REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_plot_reference_overlay_program(tmp_path):
+  """``--reference=minatar`` draws the shipped runs under a user's tree."""
+  if not os.path.isdir(reference_runs.reference_root('minatar')):
+    pytest.skip('no shipped MinAtar runs in this checkout')
+  mine = tmp_path / 'mine'
+  write_run(str(mine / 'gymnax_Breakout-MinAtar' / 'seed_1'), 50)
+  out = tmp_path / 'plots'
+  done = _run('-m', 'experiments.plot', f'--roots={mine}',
+              '--reference=minatar', f'--out={out}', '--paper_variant=none',
+              '--bootstrap_reps=10')
+  assert done.returncode == 0, done.stderr
+  assert (out / 'gymnax_Breakout-MinAtar.png').stat().st_size > 1000
+  table = (out / 'final_scores.md').read_text()
+  assert 'reference score' in table and 'mine score' in table
+  assert 'Published minatar baselines' in table
+  for game in GAMES:
+    assert f'| {game} |' in table
+  # Shipped curves alone (no --roots) work too.
+  alone = _run('-m', 'experiments.plot', '--reference=minatar',
+               f'--out={tmp_path / "alone"}', '--paper_variant=none',
+               '--bootstrap_reps=10')
+  assert alone.returncode == 0, alone.stderr
+
+
+def test_shipped_runs_are_complete_and_small():
+  root = reference_runs.reference_root('minatar')
+  if not os.path.isdir(root):
+    pytest.skip('no shipped MinAtar runs in this checkout')
+  for env_id in reference_runs.SUITE_ENV_IDS['minatar']:
+    game_dir = os.path.join(root, env_id.replace(':', '_'))
+    runs = sorted(os.listdir(game_dir))
+    assert len(runs) >= 3, env_id
+    for run in runs:
+      path = os.path.join(game_dir, run)
+      assert sorted(os.listdir(path)) == ['config.json', 'eval.json',
+                                          'metrics.csv'], path
+      rows = read_metrics(os.path.join(path, 'metrics.csv'))
+      assert 10 <= len(rows) <= reference_runs.MAX_ROWS
+      assert float(rows[-1]['frames']) >= 10_000_000
+      assert reference_runs.read_eval(path)['num_games'] >= 100
+      assert os.path.getsize(os.path.join(path, 'metrics.csv')) < 64_000
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--suite=atari'], '--suite must be one of'),
+    (['--games=Pong-v5'], 'is not a minatar game'),
+    (['--seeds=a'], '--seeds must be integers'),
+    (['--eval_games=0'], '--eval_games must be >= 1'),
+])
+def test_reproduce_flag_errors(flags, message):
+  done = _run('-m', 'experiments.reproduce', *flags)
+  assert done.returncode == 2
+  assert message in done.stderr and 'Traceback' not in done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1
