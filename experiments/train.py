@@ -98,7 +98,7 @@ _PARSERS = _define_config_flags()
 
 def config_from_flags() -> config_lib.Config:
   """The preset, overridden by every flag given on the command line."""
-  config = config_lib.get_preset(FLAGS.preset)
+  config = config_lib.get_preset(FLAGS.preset, env=FLAGS.env)
   overrides = {}
   for name, parse in _PARSERS.items():
     value = FLAGS[name].value

@@ -17,7 +17,7 @@ REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric',
                    'soft_asymmetric_paper')
 # 'auto': Anakin for JAX environment ids (gymnax:...), Sebulba otherwise.
 RUNTIMES = ('auto', 'sebulba', 'anakin')
-TORSOS = ('shallow', 'deep', 'mlp')
+TORSOS = ('shallow', 'deep', 'mlp', 'minatar')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,12 +195,15 @@ def cartpole() -> Config:
 
 def cartpole_anakin() -> Config:
   """gymnax CartPole-v1 in the Anakin layout (acting and learning in one
-  compiled program): 64 environments, an MLP, ~1.3M frames; reaches a mean
-  return of ~500 in under a minute on a 2-core CPU (tests/test_anakin.py)."""
+  compiled program): 16 environments x T=20 (the envpool ``cartpole``
+  preset's batch, so as many updates per frame), an MLP, 499,200 frames
+  (78 calls of 20 updates, inside 500K); reaches a mean return of 400 or
+  more for every seed measured (0-10, BUILD_NOTES.md) in seconds on a
+  2-core CPU (tests/test_anakin.py)."""
   return Config(env='gymnax:CartPole-v1', runtime='anakin', torso='mlp',
-                mlp_sizes=(64, 64), unroll_length=16, batch_size=64,
-                updates_per_call=20, total_frames=1_310_720,
-                learning_rate=2e-3, entropy_cost=0.01, discount=0.99,
+                mlp_sizes=(64, 64), unroll_length=20, batch_size=16,
+                updates_per_call=20, total_frames=499_200,
+                learning_rate=3e-3, entropy_cost=0.01, discount=0.99,
                 reward_clipping='none', max_episode_steps=500, noop_max=0,
                 log_every_seconds=5.0)
 
@@ -216,6 +219,10 @@ def minatar() -> Config:
                 reward_clipping='abs_one', max_episode_steps=0, noop_max=0)
 
 
+# Per-game settings of the ``minatar`` preset (``--env=gymnax:<game>``).
+MINATAR_GAME_OVERRIDES: dict[str, dict] = {}
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     'paper_atari': paper_atari,
     'cpu_atari': cpu_atari,
@@ -225,10 +232,25 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
-def get_preset(name: str) -> Config:
+# Per-environment settings inside a preset: ``--preset=P --env=E`` starts
+# from ``PRESETS[P]()`` with ``env=E`` and ``PRESET_ENV_OVERRIDES[P][E]``
+# applied (explicit flags still override both).
+PRESET_ENV_OVERRIDES: dict[str, dict[str, dict]] = {
+    'minatar': MINATAR_GAME_OVERRIDES,
+}
+
+
+def get_preset(name: str, env: Optional[str] = None) -> Config:
   """A preset by name: one of ``PRESETS``, or ``<suite>:<game>`` for a
   suite game with the paper's settings (``atari57:Breakout-v5``,
-  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``)."""
+  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``).
+
+  ``env``: the environment the preset will run (``--env``); the preset's
+  per-environment settings (``PRESET_ENV_OVERRIDES``) for it are applied.
+  """
+  if env is not None and ':' not in name and name in PRESETS:
+    overrides = PRESET_ENV_OVERRIDES.get(name, {}).get(env, {})
+    return dataclasses.replace(PRESETS[name](), env=env, **overrides)
   if ':' in name:
     from impala_jax import suites  # pylint: disable=g-import-not-at-top
     suite, game = name.split(':', 1)

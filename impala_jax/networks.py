@@ -10,6 +10,9 @@ Torsos:
 - ``ShallowTorso``: the paper's small Atari network (figure 3, left).
 - ``DeepTorso``: the paper's 15-layer ResNet (figure 3, right).
 - ``MLPTorso``: for vector observations (CartPole and the like).
+- ``MinAtarTorso``: the MinAtar paper's network (Young & Tian 2019): one
+  3x3 conv with 16 channels, ReLU, Dense 128, ReLU, on ``[C, 10, 10]``
+  grids.
 
 Instructions (DMLab's language levels): with ``instruction_len = L > 0``
 the last row of each ``[C, H + 1, W]`` observation carries ``L`` word ids
@@ -42,7 +45,7 @@ from impala_jax.types import AgentInput, AgentOutput, CoreState
 
 Array = jax.Array
 
-TORSOS = ('shallow', 'deep', 'mlp')
+TORSOS = ('shallow', 'deep', 'mlp', 'minatar')
 
 
 def preprocess_observation(observation: Array) -> Array:
@@ -129,6 +132,24 @@ class DeepTorso(nn.Module):
     return nn.relu(nn.Dense(self.hidden_size, name='fc')(x))
 
 
+class MinAtarTorso(nn.Module):
+  """The MinAtar paper's torso: ``[N, C, 10, 10] -> [N, 128]``.
+
+  conv 16 3x3 stride 1 'VALID' (10x10 -> 8x8), ReLU, Dense 128, ReLU
+  (Young & Tian 2019, the network of their DQN and AC(lambda) agents).
+  """
+  channels: int = 16
+  hidden_size: int = 128
+
+  @nn.compact
+  def __call__(self, observation: Array) -> Array:
+    x = _pixels_to_nhwc(observation)
+    x = nn.relu(nn.Conv(self.channels, (3, 3), strides=(1, 1),
+                        padding='VALID', name='conv')(x))
+    x = x.reshape(x.shape[0], -1)
+    return nn.relu(nn.Dense(self.hidden_size, name='fc')(x))
+
+
 class MLPTorso(nn.Module):
   """Dense + ReLU layers over the flattened observation: ``[N, ...] -> [N, F]``.
 
@@ -200,7 +221,7 @@ class AgentNetwork(nn.Module):
 
   Attributes:
     num_actions: size ``A`` of the discrete action set.
-    torso: 'shallow', 'deep' or 'mlp'.
+    torso: 'shallow', 'deep', 'mlp' or 'minatar'.
     use_lstm: add the LSTM core (inputs: torso features, one-hot last
       action, last reward clipped to [-1, 1]). Without it the agent is
       feed-forward and ignores last action and reward, as in the paper's
@@ -241,6 +262,8 @@ class AgentNetwork(nn.Module):
       self.torso_net = DeepTorso()
     elif self.torso == 'mlp':
       self.torso_net = MLPTorso(tuple(self.mlp_sizes))
+    elif self.torso == 'minatar':
+      self.torso_net = MinAtarTorso()
     else:
       raise ValueError(
           f'Unknown torso {self.torso!r}; use one of {", ".join(TORSOS)}.')

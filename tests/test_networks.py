@@ -52,6 +52,7 @@ def _count(tree):
     ('shallow', PIXELS, jnp.uint8),
     ('deep', PIXELS, jnp.uint8),
     ('mlp', (4,), jnp.float32),
+    ('minatar', (4, 10, 10), jnp.float32),
 ])
 def test_output_shapes(torso, obs_shape, obs_dtype, use_lstm):
   net = AgentNetwork(A, torso=torso, use_lstm=use_lstm, lstm_size=32)
@@ -144,6 +145,17 @@ def test_shallow_parameter_count():
   assert _count(params['torso_net']) == torso
   assert _count(params) == torso + HEADS
   assert networks.num_params(params) == torso + HEADS
+
+
+def test_minatar_parameter_count():
+  # Young & Tian 2019: conv 16 3x3 stride 1 VALID (10 -> 8), Dense 128.
+  conv = _conv(3, 4, 16)  # 3*3*4*16 + 16 = 592
+  fc = _dense(8 * 8 * 16, 128)  # 1024*128 + 128 = 131200
+  params = _abstract_params(AgentNetwork(A, torso='minatar'), (4, 10, 10),
+                            jnp.float32)
+  assert _count(params['torso_net']['conv']) == conv == 592
+  assert _count(params['torso_net']) == conv + fc
+  assert _count(params) == conv + fc + _dense(128, A) + _dense(128, 1)
 
 
 def test_deep_parameter_count():
