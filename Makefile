@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: train test bench install clean
+.PHONY: train test bench install clean reproduce-minatar
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_FLAGS) tests
+
+# The MinAtar results table from scratch (4 games x 3 seeds, 10M steps each,
+# then 100 evaluation games per run); resumable: re-run to continue.
+reproduce-minatar: $(STAMP)
+	$(PY) -m experiments.reproduce --suite=minatar --root=runs/minatar
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

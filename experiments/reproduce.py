@@ -68,7 +68,7 @@ def _evaluate(run_dir: str, num_games: int) -> Optional[dict]:
   out = os.path.join(run_dir, 'eval.json')
   command = [sys.executable, '-m', 'experiments.evaluate',
              f'--logdir={run_dir}', f'--num_games={num_games}',
-             f'--json={out}.tmp']
+             f'--num_envs={min(num_games, 50)}', f'--json={out}.tmp']
   with open(os.path.join(run_dir, 'eval.log'), 'a') as log:
     code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT,
                            cwd=ROOT_DIR)

@@ -137,6 +137,12 @@ class MinAtarTorso(nn.Module):
 
   conv 16 3x3 stride 1 'VALID' (10x10 -> 8x8), ReLU, Dense 128, ReLU
   (Young & Tian 2019, the network of their DQN and AC(lambda) agents).
+
+  The convolution is computed as one matmul over the 3x3 patches (im2col:
+  the nine shifted ``[N, 8, 8, C]`` views stacked), with the usual
+  ``[3, 3, C, 16]`` kernel: the same function as ``nn.Conv`` (tested), and
+  on a CPU about 10x faster for these tiny images inside the rollout's
+  ``lax.scan`` (BUILD_NOTES.md).
   """
   channels: int = 16
   hidden_size: int = 128
@@ -144,9 +150,16 @@ class MinAtarTorso(nn.Module):
   @nn.compact
   def __call__(self, observation: Array) -> Array:
     x = _pixels_to_nhwc(observation)
-    x = nn.relu(nn.Conv(self.channels, (3, 3), strides=(1, 1),
-                        padding='VALID', name='conv')(x))
-    x = x.reshape(x.shape[0], -1)
+    n, h, w, c = x.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (3, 3, c, self.channels))
+    bias = self.param('bias', nn.initializers.zeros, (self.channels,))
+    patches = jnp.stack([x[:, i:i + h - 2, j:j + w - 2, :]
+                         for i in range(3) for j in range(3)], axis=3)
+    # patches [N, H-2, W-2, 9, C] . kernel [9, C, F] -> [N, H-2, W-2, F]
+    x = jnp.einsum('nhwkc,kcf->nhwf', patches,
+                   kernel.reshape(9, c, self.channels)) + bias
+    x = nn.relu(x).reshape(n, -1)
     return nn.relu(nn.Dense(self.hidden_size, name='fc')(x))
 
 

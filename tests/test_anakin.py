@@ -350,6 +350,27 @@ def test_cartpole_learns_in_anakin_layout(tmp_path):
   assert scores.mean >= CARTPOLE_LEARNED, scores.returns
 
 
+# The tuned minatar preset on Breakout-MinAtar, seed 0, cut to 1M steps
+# (~10 s here). Random play scores ~0.5 a game; see BUILD_NOTES.md for the
+# measured curve (the threshold leaves a wide margin below it).
+MINATAR_STEPS = 1_024_000
+MINATAR_LEARNED = 4.0  # calibrated below
+
+
+@pytest.mark.slow
+def test_minatar_preset_learns_breakout(tmp_path):
+  config = dataclasses.replace(
+      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      seed=0, total_frames=MINATAR_STEPS, log_every_seconds=1e9)
+  result = anakin.train_anakin(config, str(tmp_path), progress=False,
+                               handle_signals=False)
+  assert result.frames == MINATAR_STEPS
+  mean = float(np.mean(result.recent_returns[-100:]))
+  print(f'minatar breakout: mean return of the last 100 games {mean:.2f} '
+        f'after {result.frames} steps')
+  assert mean >= MINATAR_LEARNED
+
+
 def _memory_chain_return(tmp_path, use_lstm: bool, memory_length: int):
   env = jax_envs.GymnaxEnv('gymnax:MemoryChain-bsuite',
                            memory_length=memory_length)

@@ -153,9 +153,29 @@ def test_minatar_parameter_count():
   fc = _dense(8 * 8 * 16, 128)  # 1024*128 + 128 = 131200
   params = _abstract_params(AgentNetwork(A, torso='minatar'), (4, 10, 10),
                             jnp.float32)
-  assert _count(params['torso_net']['conv']) == conv == 592
+  assert params['torso_net']['kernel'].shape == (3, 3, 4, 16)
+  assert conv == 592
+  assert _count(params['torso_net']) - _count(params['torso_net']['fc']) == (
+      conv)
   assert _count(params['torso_net']) == conv + fc
   assert _count(params) == conv + fc + _dense(128, A) + _dense(128, 1)
+
+
+def test_minatar_patch_matmul_equals_a_valid_conv():
+  torso = networks.MinAtarTorso()
+  obs = jax.random.uniform(jax.random.PRNGKey(1), (5, 4, 10, 10))
+  params = torso.init(jax.random.PRNGKey(0), obs)['params']
+  params = jax.tree_util.tree_map(
+      lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape),
+      params)
+  conv = jax.lax.conv_general_dilated(
+      jnp.transpose(obs, (0, 2, 3, 1)), params['kernel'], (1, 1), 'VALID',
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + params['bias']
+  dense = params['fc']
+  expected = jax.nn.relu(jax.nn.relu(conv).reshape(5, -1) @ dense['kernel']
+                         + dense['bias'])
+  np.testing.assert_allclose(torso.apply({'params': params}, obs), expected,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_deep_parameter_count():
