@@ -66,12 +66,16 @@ def is_finished(logdir: str, total_frames: int) -> bool:
   return frames is not None and frames >= total_frames
 
 
-def mark_done(logdir: str, total_frames: int):
+def mark_done(logdir: str, total_frames: int,
+              seconds: Optional[float] = None):
+  """Writes the ``DONE`` marker; ``seconds``: the wall time of the training
+  process that finished the run (start-up and compilation included)."""
   frames = last_frames(logdir)
   tmp = os.path.join(logdir, DONE_NAME + '.tmp')
   with open(tmp, 'w') as f:
     json.dump({'total_frames': total_frames, 'frames': frames,
-               'time': time.strftime('%Y-%m-%dT%H:%M:%S')}, f)
+               'time': time.strftime('%Y-%m-%dT%H:%M:%S'),
+               'process_seconds': seconds}, f)
   os.replace(tmp, os.path.join(logdir, DONE_NAME))
 
 
@@ -127,7 +131,7 @@ def _finish(run: Run, total_frames: int):
   run.log.close()
   run.process = None
   if run.returncode == 0 and is_finished(run.logdir, total_frames):
-    mark_done(run.logdir, total_frames)
+    mark_done(run.logdir, total_frames, round(run.seconds, 1))
     run.status = 'done'
   elif run.returncode == 0:
     run.status = 'stopped'     # exited early (a signal): resumes next time

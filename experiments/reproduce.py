@@ -90,7 +90,8 @@ def results_table(suite: str, root: str, games: List[str],
   lines = [
       f'Score: mean whole-game return of {_EVAL_GAMES.value} evaluation '
       'games (actions sampled) with the final checkpoint; wall time of the '
-      'training run (compilation included).', '',
+      'whole training process (start-up and compilation included; the '
+      'training loop\'s own clock where the run was resumed).', '',
       '| game | seeds: score (wall s) | mean +- std | gymnax-blines PPO '
       '| MinAtar AC(lambda) 5M | PureJaxRL PPO here (wall s) | target '
       '(wall s) | met |',
@@ -104,7 +105,9 @@ def results_table(suite: str, root: str, games: List[str],
     for seed in seeds:
       run = sweep.run_dir(root, env_id, seed)
       ev = reference_runs.read_eval(run)
-      wall = reference_runs.read_wall_time(run)
+      wall = reference_runs.read_process_seconds(run)
+      if wall is None:
+        wall = reference_runs.read_wall_time(run)
       if ev is None:
         cells.append(f's{seed}: -')
         continue

@@ -68,12 +68,13 @@ def total_updates(config: Config, action_repeat: int) -> int:
 
 def resolve_torso_chunk(config: Config, backend: Optional[str] = None) -> int:
   """``config.torso_chunk``, with -1 (auto) resolved: slices of 64 for the
-  conv torsos on a CPU backend (2.9x faster there, BUILD_NOTES.md), one
-  batch on GPU/TPU and for the MLP torso."""
+  Atari conv torsos on a CPU backend (2.9x faster there, BUILD_NOTES.md),
+  one batch on GPU/TPU and for the MLP and MinAtar torsos (the MinAtar
+  conv is one matmul over patches)."""
   if config.torso_chunk >= 0:
     return config.torso_chunk
   backend = backend or jax.default_backend()
-  return 64 if backend == 'cpu' and config.torso != 'mlp' else 0
+  return 64 if backend == 'cpu' and config.torso in ('shallow', 'deep') else 0
 
 
 def make_network(config: Config, num_actions: int) -> networks.AgentNetwork:

@@ -10,6 +10,8 @@ so a user can overlay their own run on them (``python -m experiments.plot
                      ``episode_length``, ``wall_time``, the evaluation
                      columns where logged; at most ``MAX_ROWS`` rows
       eval.json      the final evaluation (``experiments.evaluate --json``)
+      DONE           the sweep's marker: frames, date, the training
+                     process's wall time
 
 A reference tree has the layout of a results tree (``impala_jax.plotting``
 reads both). ``published(suite)`` gives the published numbers of a suite
@@ -119,7 +121,7 @@ def ship_run(logdir: str, dest: str, max_rows: int = MAX_ROWS) -> str:
   """Copies a run's ``config.json``, ``eval.json`` (when present) and a
   trimmed ``metrics.csv`` into ``dest``; returns ``dest``."""
   os.makedirs(dest, exist_ok=True)
-  for name in ('config.json', 'eval.json'):
+  for name in ('config.json', 'eval.json', 'DONE'):
     src = os.path.join(logdir, name)
     if os.path.exists(src):
       shutil.copyfile(src, os.path.join(dest, name))
@@ -138,8 +140,22 @@ def read_eval(run_dir: str) -> Optional[dict]:
     return None
 
 
+def read_process_seconds(run_dir: str) -> Optional[float]:
+  """Wall time of the whole training process (start-up and compilation
+  included) from the sweep's ``DONE`` marker, when the run finished in one
+  process (no resume); None otherwise."""
+  try:
+    with open(os.path.join(run_dir, 'DONE')) as f:
+      value = json.load(f).get('process_seconds')
+  except (OSError, ValueError, AttributeError):
+    return None
+  return float(value) if value is not None else None
+
+
 def read_wall_time(run_dir: str) -> Optional[float]:
-  """The ``wall_time`` of the last row of a run's ``metrics.csv``."""
+  """The ``wall_time`` of the last row of a run's ``metrics.csv`` (the
+  training loop's clock, first compilation included, summed over
+  resumes)."""
   try:
     rows = read_metrics(os.path.join(run_dir, 'metrics.csv'))
   except OSError:

@@ -211,5 +211,6 @@ def test_torso_chunk_auto_resolves_per_backend():
   assert learner_lib.resolve_torso_chunk(config, 'gpu') == 0
   mlp = Config(torso='mlp')
   assert learner_lib.resolve_torso_chunk(mlp, 'cpu') == 0
+  assert learner_lib.resolve_torso_chunk(Config(torso='minatar'), 'cpu') == 0
   fixed = Config(torso='deep', torso_chunk=32)
   assert learner_lib.resolve_torso_chunk(fixed, 'tpu') == 32

@@ -131,8 +131,9 @@ def test_shipped_runs_are_complete_and_small():
     assert len(runs) >= 3, env_id
     for run in runs:
       path = os.path.join(game_dir, run)
-      assert sorted(os.listdir(path)) == ['config.json', 'eval.json',
-                                          'metrics.csv'], path
+      assert sorted(os.listdir(path)) == ['DONE', 'config.json',
+                                          'eval.json', 'metrics.csv'], path
+      assert reference_runs.read_process_seconds(path) > 0
       rows = read_metrics(os.path.join(path, 'metrics.csv'))
       assert 10 <= len(rows) <= reference_runs.MAX_ROWS
       assert float(rows[-1]['frames']) >= 10_000_000
