@@ -432,7 +432,9 @@ def test_train_program_runs_anakin_and_stops_on_sigint(tmp_path):
   assert proc.returncode == 0, err
   assert 'stopped by signal' in out
   rows = read_metrics(metrics)
-  assert int(rows[-1]['frames']) == int(rows[-1]['updates']) * 16 * 64
+  preset = config_lib.cartpole_anakin()
+  assert int(rows[-1]['frames']) == int(rows[-1]['updates']) * (
+      preset.unroll_length * preset.batch_size)
   assert Checkpointer.has_checkpoint(os.path.join(logdir, 'checkpoints'))
   saved = json.loads(open(os.path.join(logdir, 'config.json')).read())
   assert saved['config']['runtime'] == 'anakin'
