@@ -7,10 +7,11 @@ sizes, the best one reported with its size:
 
 1. ``anakin_cartpole``: gymnax ``CartPole-v1`` in the Anakin layout
    (``AnakinRunner``: ``K`` rollouts + updates per compiled call), the
-   ``cartpole_anakin`` network (MLP 64-64), ``T`` = 16. ``B`` environments
-   = the batch of each update.
+   ``cartpole_anakin`` network (MLP 64-64) and unroll (``T`` = 20 since
+   issue 13; 16 before). ``B`` environments = the batch of each update.
 2. ``anakin_breakout``: gymnax ``Breakout-MinAtar``, the ``minatar``
-   preset's network (MLP 256-256), ``T`` = 20.
+   preset's Breakout settings (MLP 64-64 since issue 13; 256-256 before),
+   ``T`` = 20.
 3. ``envpool_cartpole``: ``runtime.train`` in its asynchronous layout
    (actor thread, envpool, bounded queue, learner) on envpool
    ``CartPole-v1`` with the same network and ``T``; the first
@@ -189,7 +190,9 @@ def main(argv):
 
   results['anakin_cartpole'] = sweep(config_lib.cartpole_anakin(),
                                      cartpole_sizes)
-  results['anakin_breakout'] = sweep(config_lib.minatar(), breakout_sizes)
+  results['anakin_breakout'] = sweep(
+      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      breakout_sizes)
 
   anakin_cp = config_lib.cartpole_anakin()
   rows = []
