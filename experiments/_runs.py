@@ -91,6 +91,7 @@ class Run:
   log: Optional[object] = None
   started: float = 0.0
   seconds: float = 0.0
+  fresh: bool = True          # started with no metrics: one process
 
 
 def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
@@ -114,6 +115,7 @@ def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
 
 def _start(run: Run, cwd: str):
   os.makedirs(run.logdir, exist_ok=True)
+  run.fresh = last_frames(run.logdir) is None
   run.log = open(os.path.join(run.logdir, LOG_NAME), 'a')
   run.log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} '
                 f'{" ".join(run.command)}\n')
@@ -131,7 +133,9 @@ def _finish(run: Run, total_frames: int):
   run.log.close()
   run.process = None
   if run.returncode == 0 and is_finished(run.logdir, total_frames):
-    mark_done(run.logdir, total_frames, round(run.seconds, 1))
+    # A resumed run's process time covers its last segment only.
+    mark_done(run.logdir, total_frames,
+              round(run.seconds, 1) if run.fresh else None)
     run.status = 'done'
   elif run.returncode == 0:
     run.status = 'stopped'     # exited early (a signal): resumes next time

@@ -78,9 +78,7 @@ def main(argv):
   if _LEARNER_ITERS.value < 1 or _SKIP_UPDATES.value < 1:
     _fail('--learner_iters and --skip_updates must be >= 1.')
   try:
-    config = config_lib.get_preset(_PRESET.value)
-    if _ENV.value:
-      config = dataclasses.replace(config, env=_ENV.value)
+    config = config_lib.get_preset(_PRESET.value, env=_ENV.value)
     spec, actor_devices, learner_devices = runtime.check_config(config)
   except (ValueError, runtime.ConfigError) as e:
     _fail(str(e))

@@ -13,14 +13,18 @@ time, the mean over seeds, the published baselines
 (``impala_jax/data/minatar_published.csv``) and whether the target is met;
 and ``ROOT/plots/`` (the curves overlaid on the shipped reference runs).
 
-Resumable: finished trainings and evaluations (``eval.json``) are skipped,
-an interrupted training resumes from its checkpoint; re-run the same command
-after a crash or Ctrl-C. ``--ship`` (maintainers) copies the finished runs,
-trimmed, into ``impala_jax/data/reference_runs/<suite>`` and the curves PNG
-into ``docs/``.
+Resumable: finished trainings and evaluations (``eval.json`` of the final
+checkpoint) are skipped, an interrupted training resumes from its
+checkpoint; re-run the same command after a crash or Ctrl-C. A run whose
+saved ``config.json`` differs from what the preset gives now (an older
+preset, other flags) stops the program before anything runs: use a new
+``--root``. ``--ship`` (maintainers) copies the finished runs, trimmed, into
+``impala_jax/data/reference_runs/<suite>`` and the curves PNG (drawn from
+the shipped runs, as README's command draws it) into ``docs/``.
 
 Exit status: 0 when every run trained and evaluated, 1 when one failed, 2
-for bad flags.
+for bad flags or a results tree from other settings, 130 when stopped by
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ _TRAIN_FLAGS = flags.DEFINE_multi_string(
     'train_flag', [], 'Extra flag for every training run (repeatable).')
 
 PRESETS = {'minatar': 'minatar'}
+# Set by reproduce per run (as by experiments.sweep).
+_RESERVED = ('--env', '--seed', '--logdir', '--total_frames', '--preset')
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -59,11 +65,20 @@ def _fail(message: str):
   sys.exit(2)
 
 
-def _evaluate(run_dir: str, num_games: int) -> Optional[dict]:
-  """``eval.json`` of a run, evaluating its last checkpoint if missing."""
+# Config fields that do not change what a run learns (a resumed run may
+# differ in them).
+_NOT_LEARNING = ('log_every_seconds', 'checkpoint_every_seconds',
+                 'eval_every_frames', 'eval_games')
+
+
+def _evaluate(run_dir: str, num_games: int, total_frames: int
+              ) -> Optional[dict]:
+  """``eval.json`` of a run, evaluating its last checkpoint unless the file
+  already holds an evaluation of the final checkpoint with ``num_games``."""
   from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
   done = reference_runs.read_eval(run_dir)
-  if done is not None and done.get('num_games') == num_games:
+  if (done is not None and done.get('num_games') == num_games and
+      done.get('checkpoint_frames', -1) >= total_frames):
     return done
   out = os.path.join(run_dir, 'eval.json')
   command = [sys.executable, '-m', 'experiments.evaluate',
@@ -112,15 +127,15 @@ def results_table(suite: str, root: str, games: List[str],
         cells.append(f's{seed}: -')
         continue
       values.append(float(ev['mean']))
-      walls.append(wall if wall is not None else float('nan'))
+      walls.append(wall)
       cells.append(f's{seed}: {ev["mean"]:.1f} ({fmt(wall, 0)})')
     pub = table.get(key, {})
     mean = float(np.mean(values)) if values else None
     met = ''
     if mean is not None and len(values) == len(seeds):
       ok_score = pub.get('target') is None or mean >= pub['target']
-      ok_wall = pub.get('target_wall_s') is None or max(walls) <= pub[
-          'target_wall_s']
+      ok_wall = pub.get('target_wall_s') is None or (
+          None not in walls and max(walls) <= pub['target_wall_s'])
       met = ('yes' if ok_score and ok_wall else
              'no (' + ', '.join(w for w, bad in (
                  ('score', not ok_score), ('wall time', not ok_wall)) if bad)
@@ -166,13 +181,27 @@ def main(argv):
     _fail('--seeds must list at least one seed, each once.')
   if _EVAL_GAMES.value < 1:
     _fail(f'--eval_games must be >= 1, got {_EVAL_GAMES.value}.')
+  for extra in _TRAIN_FLAGS.value:
+    if not extra.startswith('--'):
+      _fail(f'--train_flag values look like --name=value, got {extra!r}.')
+    if extra.split('=')[0] in _RESERVED:
+      _fail(f'--train_flag={extra}: reproduce sets {extra.split("=")[0]} '
+            'itself.')
   preset = PRESETS[suite]
-  total = _TOTAL_FRAMES.value or config_lib.get_preset(preset).total_frames
+  total = _TOTAL_FRAMES.value
+  if total is None:
+    total = config_lib.get_preset(preset).total_frames
   if total <= 0:
     _fail(f'--total_frames must be > 0, got {total}.')
   root = os.path.abspath(_ROOT.value or os.path.join('runs', suite))
   runs = sweep.plan(games, seeds, root=root, preset=preset,
                     total_frames=total, extra=_TRAIN_FLAGS.value)
+  for run in runs:
+    stale = _stale_fields(run.logdir, preset, run.env_id, run.seed, total)
+    if stale:
+      _fail(f'{run.logdir} was trained with other settings ('
+            f'{", ".join(stale)} differ from --preset={preset} now); use a '
+            'new --root, or delete that run.')
   n = len(runs)
   print(f'reproduce: {suite}, {len(games)} games x {len(seeds)} seeds = {n} '
         f'runs of {total:,} frames into {root} '
@@ -192,7 +221,12 @@ def main(argv):
       if run.status != 'done':
         failed += 1
         continue
-    ev = _evaluate(run.logdir, _EVAL_GAMES.value)
+    try:
+      ev = _evaluate(run.logdir, _EVAL_GAMES.value, total)
+    except KeyboardInterrupt:
+      print('reproduce: stopped; run the same command again to resume.',
+            file=sys.stderr)
+      return 130
     if ev is None:
       failed += 1
       continue
@@ -203,21 +237,51 @@ def main(argv):
   with open(os.path.join(root, 'results.md'), 'w') as f:
     f.write(table)
   print(table)
-  _plots(suite, root)
+  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  _plots(suite, root, os.path.join(root, 'plots'),
+         reference=os.path.isdir(reference_runs.reference_root(suite)))
   if _SHIP.value and not failed:
     _ship(suite, root, games, seeds)
   return 1 if failed else 0
 
 
-def _plots(suite: str, root: str):
-  """``ROOT/plots``: the run's curves beside the shipped reference runs."""
-  command = [sys.executable, '-m', 'experiments.plot', f'--roots={root}',
-             f'--labels={os.path.basename(root) or "runs"}',
-             f'--out={os.path.join(root, "plots")}', '--paper_variant=none']
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(reference_runs.reference_root(suite)):
+def _stale_fields(logdir: str, preset: str, env_id: str, seed: int,
+                  total: int) -> List[str]:
+  """The learning settings in which ``logdir/config.json`` differs from
+  the preset's for this game (empty when no config was written yet)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(logdir, 'config.json')) as f:
+      saved = json.load(f).get('config', {})
+  except (OSError, ValueError):
+    return []
+  want = dataclasses.asdict(dataclasses.replace(
+      config_lib.get_preset(preset, env=env_id), seed=seed,
+      total_frames=total))
+  def norm(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+  return sorted(k for k, v in want.items()
+                if k in saved and k not in _NOT_LEARNING and
+                norm(saved[k]) != norm(v))
+
+
+def _plots(suite: str, root: str, out: str, reference: bool) -> bool:
+  """Curves of ``root`` (and the shipped reference runs) into ``out``."""
+  command = [sys.executable, '-m', 'experiments.plot',
+             f'--out={out}', '--paper_variant=none']
+  if root:
+    command += [f'--roots={root}',
+                f'--labels={os.path.basename(root) or "runs"}']
+  if reference:
     command.append(f'--reference={suite}')
-  subprocess.call(command, cwd=ROOT_DIR, stdout=subprocess.DEVNULL)
+  done = subprocess.run(command, cwd=ROOT_DIR, capture_output=True,
+                        text=True)
+  if done.returncode != 0:
+    print(f'reproduce: plotting failed (exit {done.returncode}): '
+          f'{done.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+  return done.returncode == 0
 
 
 def _ship(suite: str, root: str, games: List[str], seeds: List[int]):
@@ -235,8 +299,10 @@ def _ship(suite: str, root: str, games: List[str], seeds: List[int]):
     f.write(results_table(suite, root, games, seeds))
   docs = os.path.join(ROOT_DIR, 'docs')
   os.makedirs(docs, exist_ok=True)
-  grid = os.path.join(root, 'plots', 'all_games.png')
-  if os.path.exists(grid):
+  shipped_plots = os.path.join(root, 'plots_shipped')
+  grid = os.path.join(shipped_plots, 'all_games.png')
+  if _plots(suite, '', shipped_plots, reference=True) and os.path.exists(
+      grid):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.copyfile(grid, os.path.join(docs, f'{suite}_curves.png'))
   print(f'reproduce: shipped {len(games) * len(seeds)} runs to {dest_root}',

@@ -459,8 +459,8 @@ def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
   if len(shape) == 3 and config.torso == 'shallow' and min(shape[1:]) < 36:
     raise runtime.ConfigError(
         f'{config.env} observations {shape} are too small for the shallow '
-        'torso (8x8 stride 4 then 4x4 stride 2); use --torso=mlp or '
-        '--torso=deep.')
+        'torso (8x8 stride 4 then 4x4 stride 2); use --torso=minatar (the '
+        'MinAtar network), --torso=mlp or --torso=deep.')
   return env, devices
 
 

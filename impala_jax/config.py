@@ -50,7 +50,8 @@ class Config:
   lstm_size: int = 256
   mlp_sizes: Tuple[int, ...] = (64, 64)
   torso_chunk: int = -1         # torso batch slices: -1 auto (64 on CPU for
-                                # conv torsos, else off), 0 off, N slices
+                                # the Atari conv torsos, else off), 0 off,
+                                # N slices
   instruction_len: int = 0      # DMLab: > 0 encodes the first N words of the
                                 # level's instruction (language_* levels)
 
@@ -262,11 +263,6 @@ def get_preset(name: str, env: Optional[str] = None) -> Config:
   ``env``: the environment the preset will run (``--env``); the preset's
   per-environment settings (``PRESET_ENV_OVERRIDES``) for it are applied.
   """
-  if ':' not in name and name in PRESETS:
-    config = PRESETS[name]()
-    env = env or config.env
-    overrides = PRESET_ENV_OVERRIDES.get(name, {}).get(env, {})
-    return dataclasses.replace(config, env=env, **overrides)
   if ':' in name:
     from impala_jax import suites  # pylint: disable=g-import-not-at-top
     suite, game = name.split(':', 1)
@@ -278,4 +274,7 @@ def get_preset(name: str, env: Optional[str] = None) -> Config:
     raise ValueError(f'unknown preset {name!r}; choose one of '
                      f'{", ".join(sorted(PRESETS))}, or atari57:<game> / '
                      'dmlab30:<level>.')
-  return PRESETS[name]()
+  config = PRESETS[name]()
+  env = env or config.env
+  overrides = PRESET_ENV_OVERRIDES.get(name, {}).get(env, {})
+  return dataclasses.replace(config, env=env, **overrides)

@@ -89,8 +89,9 @@ def published_source(suite: str) -> str:
 
 def trim_rows(rows: Sequence[dict], max_rows: int = MAX_ROWS,
               columns: Sequence[str] = CURVE_COLUMNS) -> List[dict]:
-  """At most ``max_rows`` of ``rows`` (evenly spaced, the last kept, every
-  row with an evaluation result kept), only ``columns`` that any row has."""
+  """About ``max_rows`` of ``rows``: evenly spaced, the first and last kept,
+  plus every row with an evaluation result (so more when there are more
+  evaluation rows than that); only the ``columns`` that any row has."""
   rows = list(rows)
   present = [c for c in columns if any(c in r and r[c] not in ('', None)
                                        for r in rows)]
@@ -118,8 +119,8 @@ def write_rows(path: str, rows: Sequence[dict]):
 
 
 def ship_run(logdir: str, dest: str, max_rows: int = MAX_ROWS) -> str:
-  """Copies a run's ``config.json``, ``eval.json`` (when present) and a
-  trimmed ``metrics.csv`` into ``dest``; returns ``dest``."""
+  """Copies a run's ``config.json``, ``eval.json`` and ``DONE`` (those
+  present) and a trimmed ``metrics.csv`` into ``dest``; returns ``dest``."""
   os.makedirs(dest, exist_ok=True)
   for name in ('config.json', 'eval.json', 'DONE'):
     src = os.path.join(logdir, name)

@@ -51,7 +51,9 @@ def atari57_preset(game: str, torso: str = 'deep') -> config_lib.Config:
 
 def dmlab30_preset(level: str) -> config_lib.Config:
   """DMLab settings of the paper's public agent (scalable_agent
-  ``experiment.py`` defaults): deep ResNet + LSTM(256), unroll 100,
+  ``experiment.py``'s defaults, except the reward clipping: its
+  non-default ``--reward_clipping=soft_asymmetric``, the paper's
+  optimistic asymmetric clipping): deep ResNet + LSTM(256), unroll 100,
   RMSProp lr 4.8e-4, epsilon 0.1, decay 0.99, entropy 2.5e-4, baseline
   0.5, discount 0.99, the released code's optimistic asymmetric reward
   clipping (``soft_asymmetric``: ``5 tanh(r/5)``, ``1.5 tanh(r/5)`` below

@@ -116,7 +116,7 @@ def test_reward_clipping_modes():
   assert released[0, 2] == 0.0
 
 
-def test_dmlab30_presets_clip_rewards_as_the_released_code():
+def test_dmlab30_presets_use_the_released_codes_asymmetric_clipping():
   from impala_jax import suites  # pylint: disable=g-import-not-at-top
   for level in ('rooms_watermaze', 'language_select_described_object'):
     assert suites.preset('dmlab30', level).reward_clipping == 'soft_asymmetric'

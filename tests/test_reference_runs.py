@@ -133,7 +133,8 @@ def test_shipped_runs_are_complete_and_small():
       path = os.path.join(game_dir, run)
       assert sorted(os.listdir(path)) == ['DONE', 'config.json',
                                           'eval.json', 'metrics.csv'], path
-      assert reference_runs.read_process_seconds(path) > 0
+      seconds = reference_runs.read_process_seconds(path)
+      assert seconds is not None and seconds > 0, path
       rows = read_metrics(os.path.join(path, 'metrics.csv'))
       assert 10 <= len(rows) <= reference_runs.MAX_ROWS
       assert float(rows[-1]['frames']) >= 10_000_000
@@ -146,9 +147,30 @@ def test_shipped_runs_are_complete_and_small():
     (['--games=Pong-v5'], 'is not a minatar game'),
     (['--seeds=a'], '--seeds must be integers'),
     (['--eval_games=0'], '--eval_games must be >= 1'),
+    (['--total_frames=0'], '--total_frames must be > 0'),
+    (['--train_flag=--seed=3'], 'reproduce sets --seed itself'),
 ])
 def test_reproduce_flag_errors(flags, message):
   done = _run('-m', 'experiments.reproduce', *flags)
   assert done.returncode == 2
   assert message in done.stderr and 'Traceback' not in done.stderr
   assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_reproduce_refuses_a_tree_trained_with_other_settings(tmp_path):
+  """A results tree from an older preset is never silently resumed."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'gymnax_Breakout-MinAtar' / 'seed_1'
+  run.mkdir(parents=True)
+  config = dataclasses.replace(
+      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      seed=1, entropy_cost=0.05, log_every_seconds=99.0)
+  (run / 'config.json').write_text(json.dumps(
+      {'config': dataclasses.asdict(config)}))
+  done = _run('-m', 'experiments.reproduce', f'--root={tmp_path}',
+              '--games=Breakout-MinAtar', '--seeds=1')
+  assert done.returncode == 2, done.stdout + done.stderr
+  assert 'entropy_cost' in done.stderr and 'new --root' in done.stderr
+  assert 'log_every_seconds' not in done.stderr  # not a learning setting
+  assert 'Traceback' not in done.stderr

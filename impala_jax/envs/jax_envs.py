@@ -28,8 +28,9 @@ trajectory has exactly the envpool actor's layout:
   gymnax's ``max_steps_in_episode`` as the time limit (or sets it to
   ``max_episode_steps``), so environments whose dynamics read it
   (``DiscountingChain-bsuite`` observes ``time / max_steps_in_episode``)
-  behave exactly as gymnax's own (``tests/test_envs.py`` steps every id
-  beside the raw gymnax environment).
+  behave exactly as gymnax's own (``tests/test_anakin.py::
+  test_gymnax_adapter_matches_raw_gymnax`` steps every id beside the raw
+  gymnax environment).
 * ``state.game_return`` / ``state.game_length`` hold the raw score and the
   number of transitions of the current game so far (reset steps not
   counted); on a terminal step they are the whole game's. None of the
