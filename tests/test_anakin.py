@@ -360,7 +360,7 @@ def test_cartpole_learns_in_anakin_layout(tmp_path):
 # (~10 s here). Random play scores ~0.5 a game; see BUILD_NOTES.md for the
 # measured curve (the threshold leaves a wide margin below it).
 MINATAR_STEPS = 1_024_000
-MINATAR_LEARNED = 4.0  # calibrated below
+MINATAR_LEARNED = 4.0
 
 
 @pytest.mark.slow
