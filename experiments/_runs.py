@@ -15,6 +15,22 @@ from typing import List, Optional, Sequence
 from impala_jax import suites
 from impala_jax.metrics import read_metrics
 
+# Flags of experiments.train that a runner sets itself for every run.
+RESERVED_FLAGS = ('--env', '--seed', '--logdir', '--total_frames',
+                  '--preset')
+
+
+def train_flag_error(extra: Sequence[str], who: str) -> Optional[str]:
+  """A one-line reason why the extra train flags cannot be used, or None."""
+  for flag in extra:
+    if not flag.startswith('--'):
+      return f'--train_flag values look like --name=value, got {flag!r}.'
+    if flag.split('=')[0] in RESERVED_FLAGS:
+      return (f'--train_flag={flag}: {who} sets {flag.split("=")[0]} '
+              'itself.')
+  return None
+
+
 DONE_NAME = 'DONE'
 LOG_NAME = 'train.log'
 

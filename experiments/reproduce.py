@@ -55,8 +55,6 @@ _TRAIN_FLAGS = flags.DEFINE_multi_string(
     'train_flag', [], 'Extra flag for every training run (repeatable).')
 
 PRESETS = {'minatar': 'minatar'}
-# Set by reproduce per run (as by experiments.sweep).
-_RESERVED = ('--env', '--seed', '--logdir', '--total_frames', '--preset')
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -181,12 +179,9 @@ def main(argv):
     _fail('--seeds must list at least one seed, each once.')
   if _EVAL_GAMES.value < 1:
     _fail(f'--eval_games must be >= 1, got {_EVAL_GAMES.value}.')
-  for extra in _TRAIN_FLAGS.value:
-    if not extra.startswith('--'):
-      _fail(f'--train_flag values look like --name=value, got {extra!r}.')
-    if extra.split('=')[0] in _RESERVED:
-      _fail(f'--train_flag={extra}: reproduce sets {extra.split("=")[0]} '
-            'itself.')
+  error = sweep.train_flag_error(_TRAIN_FLAGS.value, 'reproduce')
+  if error:
+    _fail(error)
   preset = PRESETS[suite]
   total = _TOTAL_FRAMES.value
   if total is None:

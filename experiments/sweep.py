@@ -36,7 +36,8 @@ from absl import flags
 
 from experiments._runs import (  # pylint: disable=unused-import
     DONE_NAME, LOG_NAME, Run, done_frames, execute, game_dir_name,
-    is_finished, last_frames, mark_done, plan, run_dir, summary)
+    is_finished, last_frames, mark_done, plan, run_dir, summary,
+    train_flag_error)
 from impala_jax import config as config_lib
 from impala_jax import suites
 
@@ -59,7 +60,6 @@ _TRAIN_FLAGS = flags.DEFINE_multi_string(
 _DRY_RUN = flags.DEFINE_boolean('dry_run', False,
                                 'Print the commands and statuses only.')
 
-_RESERVED = ('--env', '--seed', '--logdir', '--total_frames', '--preset')
 
 
 def _fail(message: str):
@@ -112,12 +112,9 @@ def main(argv):
     _fail(f'--total_frames must be > 0, got {total_frames}.')
   if _PARALLEL.value < 1:
     _fail(f'--parallel must be >= 1, got {_PARALLEL.value}.')
-  for extra in _TRAIN_FLAGS.value:
-    if not extra.startswith('--'):
-      _fail(f'--train_flag values look like --name=value, got {extra!r}.')
-    if extra.split('=')[0] in _RESERVED:
-      _fail(f'--train_flag={extra}: the sweep sets '
-            f'{extra.split("=")[0]} itself.')
+  error = train_flag_error(_TRAIN_FLAGS.value, 'the sweep')
+  if error:
+    _fail(error)
   _validate_games(env_ids)
 
   root = os.path.abspath(_ROOT.value)
