@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from impala_jax import suites
 from impala_jax.metrics import read_metrics
@@ -29,6 +29,17 @@ def train_flag_error(extra: Sequence[str], who: str) -> Optional[str]:
       return (f'--train_flag={flag}: {who} sets {flag.split("=")[0]} '
               'itself.')
   return None
+
+
+def parse_seeds(values: Sequence[str]) -> Tuple[List[int], Optional[str]]:
+  """``--seeds`` as ints, and a one-line reason when they are unusable."""
+  try:
+    seeds = [int(s) for s in values]
+  except ValueError:
+    return [], f'--seeds must be integers, got {",".join(values)!r}.'
+  if not seeds or len(set(seeds)) != len(seeds):
+    return [], '--seeds must list at least one seed, each once.'
+  return seeds, None
 
 
 DONE_NAME = 'DONE'

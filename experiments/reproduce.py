@@ -171,12 +171,9 @@ def main(argv):
         _fail(f'--games: {g!r} is not a {suite} game; choose from '
               f'{", ".join(by_key)}.')
       games.append(by_key[reference_runs.game_key(g)])
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    _fail(f'--seeds must be integers, got {",".join(_SEEDS.value)!r}.')
-  if not seeds or len(set(seeds)) != len(seeds):
-    _fail('--seeds must list at least one seed, each once.')
+  seeds, error = sweep.parse_seeds(_SEEDS.value)
+  if error:
+    _fail(error)
   if _EVAL_GAMES.value < 1:
     _fail(f'--eval_games must be >= 1, got {_EVAL_GAMES.value}.')
   error = sweep.train_flag_error(_TRAIN_FLAGS.value, 'reproduce')

@@ -36,8 +36,8 @@ from absl import flags
 
 from experiments._runs import (  # pylint: disable=unused-import
     DONE_NAME, LOG_NAME, Run, done_frames, execute, game_dir_name,
-    is_finished, last_frames, mark_done, plan, run_dir, summary,
-    train_flag_error)
+    is_finished, last_frames, mark_done, parse_seeds, plan, run_dir,
+    summary, train_flag_error)
 from impala_jax import config as config_lib
 from impala_jax import suites
 
@@ -96,12 +96,9 @@ def main(argv):
       _fail('--games is empty.')
   if len(set(env_ids)) != len(env_ids):
     _fail('--games lists a game twice.')
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    _fail(f'--seeds must be integers, got {",".join(_SEEDS.value)!r}.')
-  if not seeds or len(set(seeds)) != len(seeds):
-    _fail('--seeds must list at least one seed, each once.')
+  seeds, error = parse_seeds(_SEEDS.value)
+  if error:
+    _fail(error)
   if _PRESET.value not in config_lib.PRESETS:
     _fail(f'--preset must be one of {", ".join(config_lib.PRESETS)}, got '
           f'{_PRESET.value!r}.')
