@@ -335,7 +335,8 @@ def published_table(results_by_label: Mapping[str, Results], suite: str, *,
       v = finals[label].get(game)
       row.append(_fmt(float(np.mean(v))) if v else '')
     evals = []
-    game_dir = os.path.join(root, 'gymnax_' + game)
+    game_dir = os.path.join(root, os.path.basename(
+        reference_runs.game_dir(suite, game)))
     if os.path.isdir(game_dir):
       for run in sorted(os.listdir(game_dir)):
         ev = reference_runs.read_eval(os.path.join(game_dir, run))

@@ -70,6 +70,15 @@ def game_key(game: str) -> str:
   return game
 
 
+def game_dir(suite: str, game: str) -> str:
+  """The directory of a shipped game: ``gymnax:Breakout-MinAtar`` or
+  ``Breakout-MinAtar`` -> ``<reference_root>/gymnax_Breakout-MinAtar``
+  (``experiments.sweep``'s naming: ``:`` becomes ``_``)."""
+  env_id = next(e for e in SUITE_ENV_IDS[_check(suite)]
+                if game_key(e) == game_key(game))
+  return os.path.join(reference_root(suite), env_id.replace(':', '_'))
+
+
 def published(suite: str) -> Dict[str, Dict[str, Optional[float]]]:
   """``{game: {column: value or None}}`` of ``<suite>_published.csv``;
   games keyed without the ``gymnax:`` prefix."""

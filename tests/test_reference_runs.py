@@ -126,7 +126,8 @@ def test_shipped_runs_are_complete_and_small():
   if not os.path.isdir(root):
     pytest.skip('no shipped MinAtar runs in this checkout')
   for env_id in reference_runs.SUITE_ENV_IDS['minatar']:
-    game_dir = os.path.join(root, env_id.replace(':', '_'))
+    game_dir = reference_runs.game_dir('minatar', env_id)
+    assert game_dir == os.path.join(root, env_id.replace(':', '_'))
     runs = sorted(os.listdir(game_dir))
     assert len(runs) >= 3, env_id
     for run in runs:
