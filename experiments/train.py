@@ -5,8 +5,12 @@ r"""Trains an IMPALA agent on an envpool environment.
 
 Every ``impala_jax.config.Config`` field is a flag (``--batch_size``,
 ``--learning_rate``, ``--torso`` ...); ``--preset`` picks the starting values
-(``paper_atari``, ``cpu_atari``, ``cartpole``) and explicit flags override
-them. Thresholds that may be disabled take ``none``
+(``paper_atari``, ``cpu_atari``, ``cpu_pong``, ``cartpole``, ...,
+``atari57:<game>``, ``atari57_machado:<game>``) and explicit flags override
+them. ``--atari_protocol=paper|machado`` sets the Atari evaluation protocol's
+fields (no-op starts, sticky actions, action set, FIRE reset); a flag naming
+one of those fields still overrides it, and ``config.json`` records the
+departure. Thresholds that may be disabled take ``none``
 (``--clip_rho_threshold=none``). Device lists are comma separated indices
 into this host's devices (``--actor_devices=0 --learner_devices=1,2``).
 
@@ -99,6 +103,9 @@ _PARSERS = _define_config_flags()
 def config_from_flags() -> config_lib.Config:
   """The preset, overridden by every flag given on the command line."""
   config = config_lib.get_preset(FLAGS.preset, env=FLAGS.env)
+  if FLAGS.atari_protocol is not None:
+    # A protocol sets several fields; flags naming one of them still win.
+    config = config_lib.with_atari_protocol(config, FLAGS.atari_protocol)
   overrides = {}
   for name, parse in _PARSERS.items():
     value = FLAGS[name].value
@@ -148,6 +155,8 @@ def main(argv):
         f'logdir {logdir}' + (f', {distributed.describe()}'
                               if jax.process_count() > 1 else ''),
         flush=True)
+  if runtime.env_family(config.env) == 'atari':
+    print(config_lib.describe_atari_protocol(config), flush=True)
   try:
     if config.runtime == 'anakin' or config.env.startswith('gymnax:'):
       # JAX environments: acting and learning in one compiled program.

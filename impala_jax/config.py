@@ -19,6 +19,25 @@ REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric',
 RUNTIMES = ('auto', 'sebulba', 'anakin')
 TORSOS = ('shallow', 'deep', 'mlp', 'minatar')
 
+# Atari evaluation protocols by name (``--atari_protocol``): the Config
+# fields each one fixes. Both train and report on whole games (a lost life
+# may still end a *training* episode with ``episodic_life``; the reported
+# score is the game's) with a limit of 108K frames (``max_episode_steps``).
+#   'paper':   Espeholt et al. 2018 (after Mnih et al. 2015): up to 30 no-op
+#              starts, no sticky actions, the minimal action set, FIRE
+#              pressed after a reset in games that need it. The IMPALA
+#              paper's Atari-57 numbers (e.g. 191.8% median) use it.
+#   'machado': Machado et al. 2018, as Cleanba and most recent papers
+#              report: sticky actions (repeat probability 0.25), the full 18
+#              actions, no no-op starts (envpool's ``noop_max=1``), no FIRE
+#              reset. Cleanba's IMPALA Atari-57 figures (~165% median) use it.
+ATARI_PROTOCOLS = {
+    'paper': {'noop_max': 30, 'sticky_action_prob': 0.0,
+              'full_action_space': False, 'use_fire_reset': True},
+    'machado': {'noop_max': 1, 'sticky_action_prob': 0.25,
+                'full_action_space': True, 'use_fire_reset': False},
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -33,10 +52,14 @@ class Config:
                                 # stepping with inference)
   num_actors: int = 1           # actor threads, each with its own envpool
   env_threads: int = 0          # envpool C++ threads per actor (0 = auto)
-  # Atari protocol (paper: 30 no-op starts, no sticky actions, minimal set).
+  # Atari protocol: a name from ATARI_PROTOCOLS and the fields it sets
+  # (``with_atari_protocol``; defaults: the paper's). Setting a field apart
+  # from its protocol is allowed and recorded in config.json.
+  atari_protocol: str = 'paper'
   noop_max: int = 30
   sticky_action_prob: float = 0.0
   full_action_space: bool = False
+  use_fire_reset: bool = True
   episodic_life: bool = False
   max_episode_steps: int = 27_000  # agent steps (= 108K frames at repeat 4)
                                    # gymnax, DMLab: <= 0 keeps the env's own
@@ -114,6 +137,12 @@ class Config:
     need(self.reward_clipping in REWARD_CLIPPING,
          f'--reward_clipping must be one of {", ".join(REWARD_CLIPPING)}, '
          f'got {self.reward_clipping!r}.')
+    need(self.atari_protocol in ATARI_PROTOCOLS,
+         f'--atari_protocol must be one of {", ".join(ATARI_PROTOCOLS)}, '
+         f'got {self.atari_protocol!r}.')
+    need(0.0 <= self.sticky_action_prob <= 1.0,
+         f'--sticky_action_prob must be in [0, 1], got '
+         f'{self.sticky_action_prob}.')
     need(self.torso in TORSOS,
          f'--torso must be one of {", ".join(TORSOS)}, got {self.torso!r}.')
     need(self.learning_rate > 0,
@@ -162,6 +191,41 @@ class Config:
     return self
 
 
+def with_atari_protocol(config: Config, name: str) -> Config:
+  """``config`` with Atari protocol ``name`` (``ATARI_PROTOCOLS``): sets
+  ``atari_protocol`` and every field the protocol fixes."""
+  if name not in ATARI_PROTOCOLS:
+    raise ValueError(f'unknown Atari protocol {name!r}; choose one of '
+                     f'{", ".join(ATARI_PROTOCOLS)}.')
+  return dataclasses.replace(config, atari_protocol=name,
+                             **ATARI_PROTOCOLS[name])
+
+
+def atari_protocol_changes(config: Config) -> dict:
+  """``{field: value}`` where ``config`` departs from its named protocol
+  (empty: the run follows ``config.atari_protocol`` exactly)."""
+  fixed = ATARI_PROTOCOLS.get(config.atari_protocol, {})
+  return {k: getattr(config, k) for k, v in fixed.items()
+          if getattr(config, k) != v}
+
+
+def describe_atari_protocol(config: Config) -> str:
+  """One line: the protocol's name and settings, and any departures."""
+  c = config
+  parts = [f'sticky actions {c.sticky_action_prob:g}'
+           if c.sticky_action_prob else 'no sticky actions',
+           ('full' if c.full_action_space else 'minimal') + ' action set',
+           f'up to {c.noop_max} no-op starts' if c.noop_max > 1
+           else 'no no-op starts',
+           'FIRE reset' if c.use_fire_reset else 'no FIRE reset']
+  text = f'Atari protocol {c.atari_protocol!r}: ' + ', '.join(parts)
+  changes = atari_protocol_changes(config)
+  if changes:
+    text += ' (departs from the protocol: ' + ', '.join(
+        f'{k}={v}' for k, v in changes.items()) + ')'
+  return text
+
+
 def paper_atari() -> Config:
   """The paper's Atari settings: deep ResNet, unroll 20, batch 32, RMSProp
   lr 6e-4 decayed to 0 over 200M frames, entropy 0.01, reward clip [-1, 1].
@@ -182,6 +246,18 @@ def cpu_atari() -> Config:
   return Config(env='Breakout-v5', torso='shallow', unroll_length=20,
                 batch_size=16, num_envs=32, env_batch_size=16, num_actors=1,
                 total_frames=3_000_000, episodic_life=True)
+
+
+def cpu_pong() -> Config:
+  """Pong-v5 from pixels on a 2-core CPU with the paper's protocol (no
+  sticky actions, 30 no-op starts, the minimal action set, rewards clipped
+  to [-1, 1] for learning, whole games): ``cpu_atari``'s shallow net and
+  batch 16 x T=20 with a 3.3x larger learning rate (2e-3, decayed
+  linearly to 0 over 20M frames). Issue 14's target: a mean whole-game
+  return of 18 within 20M frames; BUILD_NOTES.md has the measured curve."""
+  return dataclasses.replace(cpu_atari(), env='Pong-v5',
+                             total_frames=20_000_000, learning_rate=2e-3,
+                             episodic_life=False)
 
 
 def cartpole() -> Config:
@@ -241,6 +317,7 @@ MINATAR_GAME_OVERRIDES: dict[str, dict] = {
 PRESETS: dict[str, Callable[[], Config]] = {
     'paper_atari': paper_atari,
     'cpu_atari': cpu_atari,
+    'cpu_pong': cpu_pong,
     'cartpole': cartpole,
     'cartpole_anakin': cartpole_anakin,
     'minatar': minatar,
@@ -258,7 +335,9 @@ PRESET_ENV_OVERRIDES: dict[str, dict[str, dict]] = {
 def get_preset(name: str, env: Optional[str] = None) -> Config:
   """A preset by name: one of ``PRESETS``, or ``<suite>:<game>`` for a
   suite game with the paper's settings (``atari57:Breakout-v5``,
-  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``).
+  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``), or
+  ``atari57_machado:<game>``: the same with the Machado et al. (2018)
+  protocol (``ATARI_PROTOCOLS['machado']``).
 
   ``env``: the environment the preset will run (``--env``); the preset's
   per-environment settings (``PRESET_ENV_OVERRIDES``) for it are applied.
@@ -266,14 +345,17 @@ def get_preset(name: str, env: Optional[str] = None) -> Config:
   if ':' in name:
     from impala_jax import suites  # pylint: disable=g-import-not-at-top
     suite, game = name.split(':', 1)
+    if suite == 'atari57_machado':
+      return with_atari_protocol(suites.preset('atari57', game), 'machado')
     if suite not in ('atari57', 'dmlab30'):
       raise ValueError(f'unknown suite {suite!r} in --preset={name}; use '
-                       'atari57:<game> or dmlab30:<level>.')
+                       'atari57:<game>, atari57_machado:<game> or '
+                       'dmlab30:<level>.')
     return suites.preset(suite, game)
   if name not in PRESETS:
     raise ValueError(f'unknown preset {name!r}; choose one of '
                      f'{", ".join(sorted(PRESETS))}, or atari57:<game> / '
-                     'dmlab30:<level>.')
+                     'atari57_machado:<game> / dmlab30:<level>.')
   config = PRESETS[name]()
   env = env or config.env
   overrides = PRESET_ENV_OVERRIDES.get(name, {}).get(env, {})

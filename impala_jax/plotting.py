@@ -11,6 +11,7 @@ display needed).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -27,10 +28,37 @@ FRAMES_KEY = 'frames'
 
 @dataclasses.dataclass
 class Curve:
-  """One run's learning curve: ``frames[i]`` and ``returns[i]`` (finite)."""
+  """One run's learning curve: ``frames[i]`` and ``returns[i]`` (finite);
+  ``protocol``: the run's Atari protocol (``config.json``; '' if unknown or
+  not Atari)."""
   run: str
   frames: np.ndarray
   returns: np.ndarray
+  protocol: str = ''
+
+
+def read_protocol(run_dir: str) -> str:
+  """The Atari protocol a run's ``config.json`` names: ``'paper'``,
+  ``'machado'``, ``'paper+changes'`` when it departs from it; '' when not
+  an Atari run or no config. Runs written before the protocol was recorded
+  (no ``atari_protocol`` entry) followed the paper's unless their envpool
+  arguments say otherwise."""
+  try:
+    with open(os.path.join(run_dir, 'config.json')) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return ''
+  recorded = saved.get('atari_protocol')
+  if isinstance(recorded, dict):
+    name = str(recorded.get('name', ''))
+    return name + ('+changes' if recorded.get('departures') else '')
+  kwargs = (saved.get('env_spec') or {}).get('envpool_kwargs') or {}
+  if 'repeat_action_probability' not in kwargs:
+    return ''
+  paper = (kwargs.get('repeat_action_probability') == 0.0 and
+           not kwargs.get('full_action_space') and
+           kwargs.get('noop_max') == 30)
+  return 'paper' if paper else 'custom'
 
 
 # Results of one tree: {game: [Curve per seed]}.
@@ -58,8 +86,10 @@ def read_curve(path: str, run: str = '') -> Optional[Curve]:
   if not frames:
     return None
   order = np.argsort(frames, kind='stable')
-  return Curve(run or os.path.basename(os.path.dirname(path)),
-               np.asarray(frames)[order], np.asarray(returns)[order])
+  run_dir = path if os.path.isdir(path) else os.path.dirname(path)
+  return Curve(run or os.path.basename(run_dir),
+               np.asarray(frames)[order], np.asarray(returns)[order],
+               read_protocol(run_dir))
 
 
 def load_results(root: str) -> Results:
@@ -215,6 +245,28 @@ def _fmt(value: Optional[float]) -> str:
   return f'{value:.2f}' if abs(value) < 100 else f'{value:.1f}'
 
 
+def _protocol_lines(results_by_label: Mapping[str, Results],
+                    paper_atari: bool) -> List[str]:
+  """Which Atari protocol each label's runs and the paper's scores used,
+  and a warning where they differ (``paper_atari``: the table shows the
+  paper's Atari scores)."""
+  protocols = {label: sorted({c.protocol for curves in res.values()
+                              for c in curves if c.protocol})
+               for label, res in results_by_label.items()}
+  parts = [f'{label}: {", ".join(p)}' for label, p in protocols.items() if p]
+  if paper_atari:
+    parts.append('paper scores: '
+                 + scores_lib.PUBLISHED_PROTOCOLS['impala_paper'])
+  if not parts:
+    return []
+  lines = ['Atari protocols: ' + '; '.join(parts) + '.', '']
+  for label, p in protocols.items():
+    if paper_atari and p and p != ['paper']:
+      lines += [f'Note: {label} ran under {", ".join(p)}, the paper\'s '
+                'scores under the paper protocol: not like for like.', '']
+  return lines
+
+
 def final_table(results_by_label: Mapping[str, Results], *,
                 fraction: float = 0.1, paper_variant: Optional[str] = None,
                 reps: int = 2000, seed: int = 0) -> str:
@@ -241,7 +293,10 @@ def final_table(results_by_label: Mapping[str, Results], *,
       f'Final score: mean return over the last {100 * fraction:g}% of each '
       'run\'s frames, then mean +- std over seeds (n). Normalised: '
       '(score - random) / (human - random), DMLab-30 capped at 100%.',
-      '',
+      '']
+  lines += _protocol_lines(results_by_label, show_paper and any(
+      scores_lib.canonical_game(g)[0] == 'atari57' for g in games))
+  lines += [
       '| ' + ' | '.join(header) + ' |',
       '|' + '---|' * len(header),
   ]
@@ -298,8 +353,9 @@ def final_table(results_by_label: Mapping[str, Results], *,
       values = {k: [paper[k]] for k in keys if paper.get(k) is not None}
       if values:
         _, matrix = scores_lib.normalized_matrix(values)
+        protocol = (', paper protocol' if suite == 'atari57' else '')
         aggregate_lines.append(
-            f'- **paper ({suite}, same {len(values)} games)**: median '
+            f'- **paper ({suite}{protocol}, same {len(values)} games)**: median '
             f'{scores_lib.format_percent(scores_lib.aggregate_median(matrix))}'
             f', mean '
             f'{scores_lib.format_percent(scores_lib.aggregate_mean(matrix))}')

@@ -38,7 +38,8 @@ from impala_jax import actor as actor_lib
 from impala_jax import checkpoint as checkpoint_lib
 from impala_jax import learner as learner_lib
 from impala_jax import metrics as metrics_lib
-from impala_jax.config import Config
+from impala_jax.config import (Config, atari_protocol_changes,
+                               describe_atari_protocol)
 from impala_jax.envs import AtariOptions, describe_env, env_family, make_env
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def env_options(config: Config) -> Dict[str, Any]:
         noop_max=config.noop_max,
         repeat_action_probability=config.sticky_action_prob,
         full_action_space=config.full_action_space,
+        use_fire_reset=config.use_fire_reset,
         episodic_life=config.episodic_life,
         max_episode_steps=config.max_episode_steps)}
   if config.env.startswith('dmlab:'):
@@ -470,6 +472,13 @@ def _write_config(logdir: str, config: Config, spec, start_update: int):
       'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
       'started_at_update': start_update,
   }
+  if env_family(config.env) == 'atari':
+    # The protocol by name, and where this run departs from it (the
+    # effective envpool arguments are in env_spec.envpool_kwargs).
+    payload['atari_protocol'] = {
+        'name': config.atari_protocol,
+        'departures': atari_protocol_changes(config),
+        'description': describe_atari_protocol(config)}
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(payload, f, indent=2, default=str)

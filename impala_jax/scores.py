@@ -46,6 +46,17 @@ PAPER_VARIANTS = {
     'atari57': ('impala_shallow', 'impala_deep', 'impala_deep_multitask'),
     'dmlab30': ('impala',),
 }
+# The Atari protocol behind each published source we compare with (names as
+# ``impala_jax.config.ATARI_PROTOCOLS``). The IMPALA paper's Atari-57 table
+# (its 191.8% median for the deep agent) is paper-protocol; Cleanba's and
+# most post-2018 papers' IMPALA/PPO figures are Machado-protocol (sticky
+# actions), which scores lower on many games: compare like with like.
+PUBLISHED_PROTOCOLS = {
+    'impala_paper': 'paper (up to 30 no-op starts, no sticky actions, '
+                    'minimal action set)',
+    'cleanba': 'machado (sticky actions 0.25, full action set, no no-op '
+               'starts)',
+}
 _FILES = {
     ('atari57', 'reference'): 'atari57_human_random.csv',
     ('atari57', 'paper'): 'atari57_impala_paper.csv',

@@ -9,6 +9,8 @@ import os
 import numpy as np
 import pytest
 
+from impala_jax import config as config_lib
+from impala_jax import runtime
 from impala_jax.envs import (AtariOptions, ScriptedEnv, StepBatch,
                              describe_env, make_env, validate_env_id)
 from impala_jax.envs import scripted
@@ -121,9 +123,12 @@ def test_specs():
   assert kw['reward_clip'] is False and kw['frame_skip'] == 4
   assert 'base_path' not in kw and 'num_envs' not in kw and 'seed' not in kw
 
-  machado = describe_env('Pong-v5', atari=AtariOptions.machado2018())
+  machado = describe_env('Pong-v5', **runtime.env_options(
+      config_lib.with_atari_protocol(config_lib.Config(), 'machado')))
   assert machado.num_actions == 18
   assert machado.envpool_kwargs['repeat_action_probability'] == 0.25
+  assert machado.envpool_kwargs['use_fire_reset'] is False
+  assert machado.envpool_kwargs['noop_max'] == 1
   # kwargs naming AtariOptions fields override them.
   small = describe_env('Pong-v5', stack_num=2, max_episode_steps=100)
   assert small.obs_shape == (2, 84, 84) and small.max_episode_steps == 100

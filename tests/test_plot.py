@@ -1,6 +1,7 @@
 """Plotting: curves from a synthetic results tree, final scores, the
 normalised aggregate curve, the Markdown table and the plot program."""
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,28 @@ def test_plot_program(tmp_path):
       cwd=_REPO, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith('plot: error:')
+
+
+def test_final_table_names_each_protocol(tmp_path):
+  tree = make_tree(str(tmp_path / 'tree'))
+  for seed, name in ((1, 'paper'), (2, 'machado')):
+    with open(os.path.join(tree, 'Pong-v5', f'seed_{seed}', 'config.json'),
+              'w') as f:
+      json.dump({'atari_protocol': {'name': name, 'departures': {}}}, f)
+  # A run from before the protocol was recorded: read from envpool's args.
+  with open(os.path.join(tree, 'Breakout-v5', 'seed_1', 'config.json'),
+            'w') as f:
+    json.dump({'env_spec': {'envpool_kwargs': {
+        'repeat_action_probability': 0.0, 'full_action_space': False,
+        'noop_max': 30}}}, f)
+  results = plotting.load_results(tree)
+  assert [c.protocol for c in results['Pong-v5']] == ['paper', 'machado']
+  assert results['Breakout-v5'][0].protocol == 'paper'
+  assert results['CartPole-v1'][0].protocol == ''
+  table = plotting.final_table({'mine': results}, reps=50)
+  assert ('Atari protocols: mine: machado, paper; paper scores: paper (up '
+          'to 30 no-op starts') in table
+  assert 'Note: mine ran under machado, paper' in table
+  # DMLab-only or paper-free tables say nothing about the paper's protocol.
+  assert 'paper scores' not in plotting.final_table(
+      {'mine': results}, reps=50, paper_variant='none')

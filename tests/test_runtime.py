@@ -263,3 +263,69 @@ def test_periodic_evaluation_writes_eval_columns(tmp_path):
           if r.get('eval_return_mean')]
   assert [int(r['frames']) for r in rows] == [16 * 20 * 4, 16 * 20 * 8]
   assert all(float(r['eval_return_mean']) > 0 for r in rows)
+
+
+# ------------------------------------------------------ Atari protocols ---
+def _pong_config_json(tmp_path, *flags):
+  """Trains one update of Pong-v5 with ``flags``; (config.json, stdout)."""
+  logdir = str(tmp_path / 'pong')
+  proc = _run([sys.executable, '-m', 'experiments.train', f'--logdir={logdir}',
+               '--noprogress', '--noasync', '--num_envs=16',
+               '--env_batch_size=16', '--total_frames=1280', *flags],
+              timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(logdir, 'config.json')) as f:
+    return json.load(f), proc.stdout
+
+
+def test_pong_preset_runs_the_paper_protocol(tmp_path):
+  saved, stdout = _pong_config_json(tmp_path, '--preset=cpu_pong')
+  kwargs = saved['env_spec']['envpool_kwargs']
+  assert kwargs['noop_max'] == 30
+  assert kwargs['repeat_action_probability'] == 0.0
+  assert kwargs['full_action_space'] is False
+  assert kwargs['use_fire_reset'] is True
+  assert kwargs['episodic_life'] is False      # whole games
+  assert kwargs['reward_clip'] is False        # the learner clips
+  assert kwargs['frame_skip'] == 4 and kwargs['max_episode_steps'] == 27000
+  assert saved['env_spec']['num_actions'] == 6  # Pong's minimal set
+  assert saved['config']['reward_clipping'] == 'abs_one'
+  assert saved['config']['torso'] == 'shallow'
+  assert saved['atari_protocol']['name'] == 'paper'
+  assert saved['atari_protocol']['departures'] == {}
+  assert "Atari protocol 'paper'" in stdout
+
+
+def test_machado_protocol_flag_and_a_departure_are_recorded(tmp_path):
+  saved, stdout = _pong_config_json(tmp_path, '--preset=cpu_pong',
+                                    '--atari_protocol=machado',
+                                    '--noop_max=30')
+  kwargs = saved['env_spec']['envpool_kwargs']
+  assert kwargs['repeat_action_probability'] == 0.25
+  assert kwargs['full_action_space'] is True
+  assert kwargs['use_fire_reset'] is False
+  assert kwargs['noop_max'] == 30               # the explicit flag wins
+  assert saved['env_spec']['num_actions'] == 18
+  assert saved['atari_protocol'] == {
+      'name': 'machado', 'departures': {'noop_max': 30},
+      'description': saved['atari_protocol']['description']}
+  assert 'departs from the protocol: noop_max=30' in stdout
+
+
+def test_atari57_machado_presets():
+  paper = config_lib.get_preset('atari57:Breakout-v5')
+  machado = config_lib.get_preset('atari57_machado:Breakout-v5')
+  assert paper.atari_protocol == 'paper'
+  assert (machado.atari_protocol, machado.sticky_action_prob,
+          machado.full_action_space, machado.noop_max,
+          machado.use_fire_reset) == ('machado', 0.25, True, 1, False)
+  # Everything else is the paper's recipe.
+  assert dataclasses.replace(
+      machado, **{k: getattr(paper, k) for k in
+                  ('atari_protocol',) + tuple(
+                      config_lib.ATARI_PROTOCOLS['paper'])}) == paper
+  assert config_lib.atari_protocol_changes(machado) == {}
+  with pytest.raises(ValueError, match='atari_protocol must be one of'):
+    dataclasses.replace(paper, atari_protocol='sticky').validate()
+  with pytest.raises(ValueError, match='unknown Atari protocol'):
+    config_lib.with_atari_protocol(paper, 'dqn')

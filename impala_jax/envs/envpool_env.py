@@ -69,7 +69,10 @@ class AtariOptions:
   frames, up to 30 no-op starts, no sticky actions, the minimal action set,
   whole-game episodes, unclipped rewards (the learner clips) and a limit of
   27,000 agent steps = 108,000 frames. ``use_fire_reset`` keeps envpool's
-  default (press FIRE after a reset in games that have it).
+  default (press FIRE after a reset in games that have it). Named
+  protocols (the paper's, Machado et al. 2018's) are
+  ``impala_jax.config.ATARI_PROTOCOLS``; ``runtime.env_options`` builds these
+  options from a ``Config``.
   """
   img_height: int = 84
   img_width: int = 84
@@ -83,18 +86,6 @@ class AtariOptions:
   reward_clip: bool = False
   use_fire_reset: bool = True
   max_episode_steps: int = 27000
-
-  @classmethod
-  def impala_paper(cls) -> 'AtariOptions':
-    """Espeholt et al. 2018 / Mnih et al. 2015 protocol (the defaults)."""
-    return cls()
-
-  @classmethod
-  def machado2018(cls) -> 'AtariOptions':
-    """Machado et al. 2018 protocol (as in Cleanba): sticky actions 0.25,
-    the full action set, no no-op starts, no fire reset."""
-    return cls(repeat_action_probability=0.25, full_action_space=True,
-               noop_max=1, use_fire_reset=False)
 
   def to_kwargs(self) -> dict:
     return dataclasses.asdict(self)
