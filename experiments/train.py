@@ -38,8 +38,13 @@ from impala_jax import config as config_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('preset', 'cpu_atari',
-                    'Starting values: ' + ', '.join(config_lib.PRESETS) + '.')
+flags.DEFINE_string('preset', 'auto',
+                    'Starting values: ' + ', '.join(config_lib.PRESETS) +
+                    ', atari57:<game>, atari57_machado:<game>, '
+                    'dmlab30:<level>; auto (default): '
+                    f'{config_lib.AUTO_PRESETS["cpu"]} on a CPU-only '
+                    f'machine, {config_lib.AUTO_PRESETS["accelerator"]} '
+                    'when JAX sees a GPU or TPU.')
 flags.DEFINE_string('logdir', None,
                     'Run directory (default: runs/<env>-<time>).')
 flags.DEFINE_boolean('resume', None,
@@ -100,9 +105,26 @@ def _define_config_flags() -> dict:
 _PARSERS = _define_config_flags()
 
 
-def config_from_flags() -> config_lib.Config:
+def preset_name() -> tuple[str, str]:
+  """``(preset, why)``: ``--preset``, or for ``auto`` the recipe sized for
+  this machine's JAX backend (call after ``jax.distributed``)."""
+  if FLAGS.preset != 'auto':
+    return FLAGS.preset, ''
+  import jax  # pylint: disable=import-outside-toplevel
+  backend = jax.default_backend()
+  kind = 'cpu' if backend == 'cpu' else 'accelerator'
+  name = config_lib.AUTO_PRESETS[kind]
+  if kind == 'cpu':
+    return name, 'no GPU or TPU found: the CPU recipe'
+  device = jax.devices()[0]
+  return name, (f'found {jax.device_count()} {backend} device(s) '
+                f'({getattr(device, "device_kind", backend)}): the '
+                f'{backend.upper()} recipe')
+
+
+def config_from_flags(preset: str) -> config_lib.Config:
   """The preset, overridden by every flag given on the command line."""
-  config = config_lib.get_preset(FLAGS.preset, env=FLAGS.env)
+  config = config_lib.get_preset(preset, env=FLAGS.env)
   if FLAGS.atari_protocol is not None:
     # A protocol sets several fields; flags naming one of them still win.
     config = config_lib.with_atari_protocol(config, FLAGS.atari_protocol)
@@ -138,8 +160,9 @@ def main(argv):
       return 2
   # Imported here so that --help and flag errors answer instantly.
   from impala_jax import runtime  # pylint: disable=import-outside-toplevel
+  preset, why = preset_name()
   try:
-    config = config_from_flags()
+    config = config_from_flags(preset)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -150,7 +173,8 @@ def main(argv):
     print('error: multi-host runs need an explicit --logdir shared by every '
           'process.', file=sys.stderr)
     return 2
-  print(f'impala_jax: {config.env}, preset {FLAGS.preset}, '
+  print(f'impala_jax: {config.env}, preset {preset}'
+        + (f' ({why})' if why else '') + ', '
         f'{config.total_frames:,} frames (env steps x action repeat), '
         f'logdir {logdir}' + (f', {distributed.describe()}'
                               if jax.process_count() > 1 else ''),

@@ -324,6 +324,11 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
+# ``experiments.train --preset=auto`` (the default, what ``make train``
+# runs): the recipe sized for the machine JAX finds.
+AUTO_PRESETS = {'cpu': 'cpu_atari', 'accelerator': 'paper_atari'}
+
+
 # Per-environment settings inside a preset: ``--preset=P --env=E`` starts
 # from ``PRESETS[P]()`` with ``env=E`` and ``PRESET_ENV_OVERRIDES[P][E]``
 # applied (explicit flags still override both).

@@ -329,3 +329,28 @@ def test_atari57_machado_presets():
     dataclasses.replace(paper, atari_protocol='sticky').validate()
   with pytest.raises(ValueError, match='unknown Atari protocol'):
     config_lib.with_atari_protocol(paper, 'dqn')
+
+
+def test_auto_preset_picks_the_recipe_for_the_backend(monkeypatch):
+  import jax  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from experiments import train  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  assert flags.FLAGS['preset'].default == 'auto'
+  with flagsaver.flagsaver(preset='auto'):
+    name, why = train.preset_name()
+    assert (name, why) == (config_lib.AUTO_PRESETS['cpu'],
+                           'no GPU or TPU found: the CPU recipe')
+
+    class FakeGpu:
+      device_kind = 'NVIDIA H200'
+    monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+    monkeypatch.setattr(jax, 'devices', lambda: [FakeGpu()])
+    monkeypatch.setattr(jax, 'device_count', lambda: 1)
+    name, why = train.preset_name()
+    assert name == config_lib.AUTO_PRESETS['accelerator'] == 'paper_atari'
+    assert why == 'found 1 gpu device(s) (NVIDIA H200): the GPU recipe'
+  with flagsaver.flagsaver(preset='cartpole'):
+    assert train.preset_name() == ('cartpole', '')
