@@ -33,28 +33,45 @@ import os
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
 
+from impala_jax import reference_runs
+
 _SUITE = flags.DEFINE_string('suite', 'minatar', 'Suite to reproduce: '
-                             'minatar.')
+                             'minatar or atari.')
 _ROOT = flags.DEFINE_string('root', None, 'Results tree (default '
                             'runs/<suite>).')
-_SEEDS = flags.DEFINE_list('seeds', ['1', '2', '3'], 'Seeds.')
+_SEEDS = flags.DEFINE_list('seeds', None, 'Seeds (default: the shipped '
+                           'ones: MinAtar 1,2,3; Atari per game).')
 _GAMES = flags.DEFINE_list('games', None, 'A subset of the suite\'s games '
                            '(default: all).')
 _TOTAL_FRAMES = flags.DEFINE_integer('total_frames', None, 'Frames per run '
                                      '(default: the preset\'s).')
-_EVAL_GAMES = flags.DEFINE_integer('eval_games', 100, 'Whole games of the '
-                                   'final evaluation of each run.')
+_EVAL_GAMES = flags.DEFINE_integer('eval_games', None, 'Whole games of the '
+                                   'final evaluation of each run (default: '
+                                   'MinAtar 100, Atari 30).')
 _SHIP = flags.DEFINE_boolean('ship', False, 'Copy the finished runs into '
                              'the package\'s reference runs and docs/.')
 _TRAIN_FLAGS = flags.DEFINE_multi_string(
     'train_flag', [], 'Extra flag for every training run (repeatable).')
 
-PRESETS = {'minatar': 'minatar'}
+# Per suite: each game's preset, the seeds shipped, the evaluation games.
+SUITES = {
+    'minatar': {
+        'presets': {env: 'minatar'
+                    for env in reference_runs.SUITE_ENV_IDS['minatar']},
+        'seeds': {}, 'default_seeds': (1, 2, 3), 'eval_games': 100},
+    'atari': {
+        # Pong: issue 14's target run; Breakout: what `make train` runs.
+        'presets': {'Pong-v5': 'cpu_pong', 'Breakout-v5': 'cpu_atari'},
+        'seeds': {'Pong-v5': (1,), 'Breakout-v5': (1, 2)},
+        'default_seeds': (1,), 'eval_games': 30},
+}
+# Atari: the trailing-mean returns whose first frames results.md lists.
+MILESTONES = {'Pong-v5': (0.0, 10.0, 18.0)}
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -73,7 +90,6 @@ def _evaluate(run_dir: str, num_games: int, total_frames: int
               ) -> Optional[dict]:
   """``eval.json`` of a run, evaluating its last checkpoint unless the file
   already holds an evaluation of the final checkpoint with ``num_games``."""
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
   done = reference_runs.read_eval(run_dir)
   if (done is not None and done.get('num_games') == num_games and
       done.get('checkpoint_frames', -1) >= total_frames):
@@ -93,15 +109,26 @@ def _evaluate(run_dir: str, num_games: int, total_frames: int
   return reference_runs.read_eval(run_dir)
 
 
-def results_table(suite: str, root: str, games: List[str],
-                  seeds: List[int]) -> str:
+def results_table(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
+                  eval_games: int) -> str:
   """The Markdown table of ``ROOT/results.md``."""
+  if suite == 'atari':
+    from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+    return reference_runs.atari_table(
+        {e: [sweep.run_dir(root, e, seed) for seed in seeds]
+         for e, seeds in seeds_by_game.items()},
+        SUITES['atari']['presets'], eval_games, MILESTONES)
+  return _minatar_table(root, seeds_by_game, eval_games)
+
+
+def _minatar_table(root: str, seeds_by_game: Dict[str, List[int]],
+                   eval_games: int) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
+  suite = 'minatar'
   table = reference_runs.published(suite)
   lines = [
-      f'Score: mean whole-game return of {_EVAL_GAMES.value} evaluation '
+      f'Score: mean whole-game return of {eval_games} evaluation '
       'games (actions sampled) with the final checkpoint; wall time of the '
       'whole training process (start-up and compilation included; the '
       'training loop\'s own clock where the run was resumed).', '',
@@ -112,7 +139,7 @@ def results_table(suite: str, root: str, games: List[str],
   ]
   def fmt(v, digits=1):
     return '' if v is None else f'{v:.{digits}f}'
-  for env_id in games:
+  for env_id, seeds in seeds_by_game.items():
     key = reference_runs.game_key(env_id)
     cells, values, walls = [], [], []
     for seed in seeds:
@@ -152,56 +179,78 @@ def results_table(suite: str, root: str, games: List[str],
   return '\n'.join(lines) + '\n'
 
 
+def _game_settings(suite: str, games: List[str], seeds: Optional[List[int]],
+                   total: Optional[int]) -> Dict[str, Tuple[str, List[int],
+                                                            int]]:
+  """``{env_id: (preset, seeds, total_frames)}``: ``--seeds`` and
+  ``--total_frames`` when given, else the shipped runs' settings."""
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  spec = SUITES[suite]
+  out = {}
+  for env_id in games:
+    preset = spec['presets'][env_id]
+    game_seeds = seeds or list(spec['seeds'].get(env_id,
+                                                 spec['default_seeds']))
+    frames = total if total is not None else config_lib.get_preset(
+        preset, env=env_id).total_frames
+    out[env_id] = (preset, game_seeds, frames)
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
   from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
   suite = _SUITE.value
-  if suite not in PRESETS:
-    _fail(f'--suite must be one of {", ".join(PRESETS)}, got {suite!r}.')
-  all_games = list(reference_runs.SUITE_ENV_IDS[suite])
+  if suite not in SUITES:
+    _fail(f'--suite must be one of {", ".join(SUITES)}, got {suite!r}.')
+  all_games = list(SUITES[suite]['presets'])
   games = all_games
   if _GAMES.value:
-    by_key = {reference_runs.game_key(g): g for g in all_games}
+    by_key = {_key(g): g for g in all_games}
     games = []
     for g in _GAMES.value:
-      if reference_runs.game_key(g) not in by_key:
-        _fail(f'--games: {g!r} is not a {suite} game; choose from '
+      if _key(g) not in by_key:
+        _fail(f'--games: {g!r} is not in the {suite} suite; choose from '
               f'{", ".join(by_key)}.')
-      games.append(by_key[reference_runs.game_key(g)])
-  seeds, error = sweep.parse_seeds(_SEEDS.value)
-  if error:
-    _fail(error)
-  if _EVAL_GAMES.value < 1:
-    _fail(f'--eval_games must be >= 1, got {_EVAL_GAMES.value}.')
+      games.append(by_key[_key(g)])
+  seeds = None
+  if _SEEDS.value is not None:
+    seeds, error = sweep.parse_seeds(_SEEDS.value)
+    if error:
+      _fail(error)
+  eval_games = (SUITES[suite]['eval_games'] if _EVAL_GAMES.value is None
+                else _EVAL_GAMES.value)
+  if eval_games < 1:
+    _fail(f'--eval_games must be >= 1, got {eval_games}.')
   error = sweep.train_flag_error(_TRAIN_FLAGS.value, 'reproduce')
   if error:
     _fail(error)
-  preset = PRESETS[suite]
-  total = _TOTAL_FRAMES.value
-  if total is None:
-    total = config_lib.get_preset(preset).total_frames
-  if total <= 0:
-    _fail(f'--total_frames must be > 0, got {total}.')
+  if _TOTAL_FRAMES.value is not None and _TOTAL_FRAMES.value <= 0:
+    _fail(f'--total_frames must be > 0, got {_TOTAL_FRAMES.value}.')
+  settings = _game_settings(suite, games, seeds, _TOTAL_FRAMES.value)
   root = os.path.abspath(_ROOT.value or os.path.join('runs', suite))
-  runs = sweep.plan(games, seeds, root=root, preset=preset,
-                    total_frames=total, extra=_TRAIN_FLAGS.value)
-  for run in runs:
-    stale = _stale_fields(run.logdir, preset, run.env_id, run.seed, total)
-    if stale:
-      _fail(f'{run.logdir} was trained with other settings ('
-            f'{", ".join(stale)} differ from --preset={preset} now); use a '
-            'new --root, or delete that run.')
+  runs = []
+  for env_id, (preset, game_seeds, total) in settings.items():
+    for run in sweep.plan([env_id], game_seeds, root=root, preset=preset,
+                          total_frames=total, extra=_TRAIN_FLAGS.value):
+      stale = _stale_fields(run.logdir, preset, env_id, run.seed, total)
+      if stale:
+        _fail(f'{run.logdir} was trained with other settings ('
+              f'{", ".join(stale)} differ from --preset={preset} now); use '
+              'a new --root, or delete that run.')
+      runs.append(run)
   n = len(runs)
-  print(f'reproduce: {suite}, {len(games)} games x {len(seeds)} seeds = {n} '
-        f'runs of {total:,} frames into {root} '
-        f'({sum(r.status == "skipped" for r in runs)} trained already)',
-        flush=True)
+  print(f'reproduce: {suite}, {len(games)} games, {n} runs ('
+        + ', '.join(f'{_key(e)}: --preset={p}, seeds '
+                    f'{",".join(map(str, sd))}, {t:,} frames'
+                    for e, (p, sd, t) in settings.items())
+        + f') into {root} ({sum(r.status == "skipped" for r in runs)} '
+        'trained already)', flush=True)
   start = time.monotonic()
   failed = 0
   for i, run in enumerate(runs, 1):
+    total = settings[run.env_id][2]
     if run.status == 'pending':
       print(f'[{i}/{n}] train {run.env_id} seed {run.seed}', flush=True)
       try:
@@ -214,7 +263,7 @@ def main(argv):
         failed += 1
         continue
     try:
-      ev = _evaluate(run.logdir, _EVAL_GAMES.value, total)
+      ev = _evaluate(run.logdir, eval_games, total)
     except KeyboardInterrupt:
       print('reproduce: stopped; run the same command again to resume.',
             file=sys.stderr)
@@ -225,16 +274,20 @@ def main(argv):
     print(f'[{i}/{n}] {run.env_id} seed {run.seed}: evaluation mean '
           f'{ev["mean"]:.2f} over {ev["num_games"]} games '
           f'({time.monotonic() - start:.0f} s so far)', flush=True)
-  table = results_table(suite, root, games, seeds)
+  seeds_by_game = {e: sd for e, (_, sd, _) in settings.items()}
+  table = results_table(suite, root, seeds_by_game, eval_games)
   with open(os.path.join(root, 'results.md'), 'w') as f:
     f.write(table)
   print(table)
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
   _plots(suite, root, os.path.join(root, 'plots'),
          reference=os.path.isdir(reference_runs.reference_root(suite)))
   if _SHIP.value and not failed:
-    _ship(suite, root, games, seeds)
+    _ship(suite, root, seeds_by_game, eval_games)
   return 1 if failed else 0
+
+
+def _key(env_id: str) -> str:
+  return reference_runs.game_key(env_id)
 
 
 def _stale_fields(logdir: str, preset: str, env_id: str, seed: int,
@@ -276,19 +329,19 @@ def _plots(suite: str, root: str, out: str, reference: bool) -> bool:
   return done.returncode == 0
 
 
-def _ship(suite: str, root: str, games: List[str], seeds: List[int]):
+def _ship(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
+          eval_games: int):
   from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
-  from impala_jax import reference_runs  # pylint: disable=g-import-not-at-top
   dest_root = os.path.join(ROOT_DIR, 'impala_jax', 'data', 'reference_runs',
                            suite)
-  for env_id in games:
+  for env_id, seeds in seeds_by_game.items():
     for seed in seeds:
       src = sweep.run_dir(root, env_id, seed)
       dest = os.path.join(dest_root, sweep.game_dir_name(env_id),
                           f'seed_{seed}')
       reference_runs.ship_run(src, dest)
   with open(os.path.join(dest_root, 'results.md'), 'w') as f:
-    f.write(results_table(suite, root, games, seeds))
+    f.write(results_table(suite, root, seeds_by_game, eval_games))
   docs = os.path.join(ROOT_DIR, 'docs')
   os.makedirs(docs, exist_ok=True)
   shipped_plots = os.path.join(root, 'plots_shipped')
@@ -297,8 +350,8 @@ def _ship(suite: str, root: str, games: List[str], seeds: List[int]):
       grid):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.copyfile(grid, os.path.join(docs, f'{suite}_curves.png'))
-  print(f'reproduce: shipped {len(games) * len(seeds)} runs to {dest_root}',
-        flush=True)
+  n = sum(len(s) for s in seeds_by_game.values())
+  print(f'reproduce: shipped {n} runs to {dest_root}', flush=True)
 
 
 if __name__ == '__main__':

@@ -36,7 +36,7 @@ import numpy as np
 from impala_jax import scores as scores_lib
 from impala_jax.metrics import read_metrics
 
-REFERENCE_SUITES = ('minatar',)
+REFERENCE_SUITES = ('minatar', 'atari')
 MAX_ROWS = 300
 CURVE_COLUMNS = ('frames', 'episode_return', 'episode_length', 'wall_time',
                  'entropy', 'eval_return_mean', 'eval_return_median')
@@ -44,6 +44,9 @@ CURVE_COLUMNS = ('frames', 'episode_return', 'episode_length', 'wall_time',
 SUITE_ENV_IDS = {
     'minatar': ('gymnax:Breakout-MinAtar', 'gymnax:SpaceInvaders-MinAtar',
                 'gymnax:Asterix-MinAtar', 'gymnax:Freeway-MinAtar'),
+    # Atari from pixels on a 2-core CPU: issue 14's Pong run and the
+    # `make train` game.
+    'atari': ('Pong-v5', 'Breakout-v5'),
 }
 
 
@@ -141,6 +144,81 @@ def ship_run(logdir: str, dest: str, max_rows: int = MAX_ROWS) -> str:
   return dest
 
 
+def milestones(rows: Sequence[dict], thresholds: Sequence[float],
+               window_games: int = 100) -> Dict[float, Optional[dict]]:
+  """When a run's trailing mean game return first reached each threshold.
+
+  ``rows``: a run's ``metrics.csv`` rows in order; each row's
+  ``episode_return`` is the mean of the ``episodes`` games that ended in
+  its interval. The trailing mean weights rows by their game counts and
+  covers the last ``window_games`` games (at least that many, whole rows;
+  fewer only before that many games have finished, which never counts as
+  reaching a threshold). Returns ``{threshold: {'frames', 'wall_time',
+  'mean'} or None}`` (None: never reached).
+  """
+  window: List[tuple] = []   # (games, return sum) per row, newest last
+  reached: Dict[float, Optional[dict]] = {t: None for t in thresholds}
+  for games, value, row in _game_rows(rows):
+    window.append((games, value * games))
+    while sum(g for g, _ in window[1:]) >= window_games:
+      window.pop(0)
+    total = sum(g for g, _ in window)
+    if total < window_games:
+      continue
+    mean = sum(v for _, v in window) / total
+    for t in thresholds:
+      if reached[t] is None and mean >= t:
+        reached[t] = {'frames': int(float(row['frames'])),
+                      'wall_time': float(row.get('wall_time', 'nan') or 'nan'),
+                      'mean': mean}
+  return reached
+
+
+def _game_rows(rows: Sequence[dict]) -> List[tuple]:
+  """``(games, mean return, row)`` of the rows in which games ended."""
+  out = []
+  for row in rows:
+    try:
+      games = int(float(row.get('episodes', '') or 0))
+      value = float(row.get('episode_return', ''))
+    except ValueError:
+      continue
+    if games > 0 and math.isfinite(value):
+      out.append((games, value, row))
+  return out
+
+
+def curve_ends(rows: Sequence[dict], games: int = 100
+               ) -> Optional[tuple]:
+  """``(first, last)``: mean return of a run's first and last ``games``
+  finished games (whole rows, weighted by their game counts); None when
+  fewer games finished."""
+  ended = _game_rows(rows)
+  if sum(n for n, _, _ in ended) < games:
+    return None
+  def mean_of(seq):
+    total, acc = 0, 0.0
+    for n, value, _ in seq:
+      total += n
+      acc += n * value
+      if total >= games:
+        break
+    return acc / total
+  return mean_of(ended), mean_of(reversed(ended))
+
+
+def frames_per_second(rows: Sequence[dict]) -> Optional[float]:
+  """Frames over the training loop's wall time at a run's last row."""
+  for row in reversed(rows):
+    try:
+      frames, wall = float(row['frames']), float(row['wall_time'])
+    except (KeyError, ValueError):
+      continue
+    if wall > 0:
+      return frames / wall
+  return None
+
+
 def read_eval(run_dir: str) -> Optional[dict]:
   """A run's ``eval.json`` (``experiments.evaluate --json``), or None."""
   try:
@@ -178,3 +256,60 @@ def read_wall_time(run_dir: str) -> Optional[float]:
     if math.isfinite(value):
       return value
   return None
+
+
+def atari_table(runs_by_game: Dict[str, Sequence[str]],
+                presets: Dict[str, str], eval_games: int,
+                milestone_values: Dict[str, Sequence[float]]) -> str:
+  """Markdown ``results.md`` of the Atari reference runs.
+
+  ``runs_by_game``: ``{env_id: [run directory per seed]}``. Per run: its
+  final evaluation score (``eval.json``), its training curve's first and
+  last 100-game means, the frames (training-loop minutes) at which the
+  trailing 100-game mean first reached each of ``milestone_values[game]``,
+  its frames per second; beside them the paper's scores and the target
+  (``atari_published.csv``); ``met``: the evaluation score reaches it.
+  """
+  table = published('atari')
+  lines = [
+      f'Score: mean whole-game return of {eval_games} evaluation games '
+      '(actions sampled, the run\'s own protocol: the paper\'s, up to 30 '
+      'no-op starts) with the final checkpoint. Curve: mean whole-game '
+      'return of the first and of the last 100 training games. Milestones: '
+      'frames (and minutes of the training loop) when the trailing 100-game '
+      'mean first reached the value. Paper: Espeholt et al. 2018, 200M '
+      'frames, same protocol.', '',
+      '| game | preset | seed | score | curve first -> last | milestones | '
+      'frames/s | paper shallow / deep | target | met |',
+      '|---|---|---|---|---|---|---|---|---|---|']
+  for env_id, run_dirs in runs_by_game.items():
+    key = game_key(env_id)
+    pub = table.get(key, {})
+    target = pub.get('target')
+    for run in run_dirs:
+      ev = read_eval(run)
+      try:
+        rows = read_metrics(os.path.join(run, 'metrics.csv'))
+      except OSError:
+        rows = []
+      ends = curve_ends(rows, 100)
+      marks = milestones(rows, milestone_values.get(key, ()), 100)
+      mark_text = '; '.join(
+          f'{t:g}: ' + ('not reached' if m is None else
+                        f'{m["frames"] / 1e6:.1f}M '
+                        f'({m["wall_time"] / 60:.0f} min)')
+          for t, m in marks.items())
+      fps = frames_per_second(rows)
+      met = ('' if ev is None or target is None else
+             'yes' if ev['mean'] >= target else 'no')
+      paper = ' / '.join(f'{pub[c]:.1f}' if pub.get(c) is not None else '-'
+                         for c in ('impala_shallow_200m', 'impala_deep_200m'))
+      cells = [key, presets.get(env_id, ''), os.path.basename(run),
+               f'{ev["mean"]:.1f}' if ev else '-',
+               f'{ends[0]:.1f} -> {ends[1]:.1f}' if ends else '-',
+               mark_text or '-', f'{fps:,.0f}' if fps else '-', paper,
+               (f'{target:g} by {pub["target_frames"] / 1e6:.0f}M frames'
+                if target is not None else '-'), met]
+      lines.append('| ' + ' | '.join(cells) + ' |')
+  lines += ['', 'Sources: ' + published_source('atari')]
+  return '\n'.join(lines) + '\n'

@@ -144,8 +144,9 @@ def test_shipped_runs_are_complete_and_small():
 
 
 @pytest.mark.parametrize('flags, message', [
-    (['--suite=atari'], '--suite must be one of'),
-    (['--games=Pong-v5'], 'is not a minatar game'),
+    (['--suite=procgen'], '--suite must be one of'),
+    (['--suite=atari', '--games=Asterix-MinAtar'], 'is not in the atari suite'),
+    (['--games=Pong-v5'], 'is not in the minatar suite'),
     (['--seeds=a'], '--seeds must be integers'),
     (['--eval_games=0'], '--eval_games must be >= 1'),
     (['--total_frames=0'], '--total_frames must be > 0'),
@@ -175,3 +176,56 @@ def test_reproduce_refuses_a_tree_trained_with_other_settings(tmp_path):
   assert 'entropy_cost' in done.stderr and 'new --root' in done.stderr
   assert 'log_every_seconds' not in done.stderr  # not a learning setting
   assert 'Traceback' not in done.stderr
+
+
+def test_milestones_use_a_trailing_window_of_games():
+  rows = [{'frames': str(100 * i), 'wall_time': str(i), 'episodes': str(n),
+           'episode_return': str(r)}
+          for i, (n, r) in enumerate([(60, -21), (0, 'nan'), (60, -1),
+                                      (60, 11), (30, 19), (30, 19),
+                                      (50, 19)], 1)]
+  got = reference_runs.milestones(rows, (0, 10, 18, 21), window_games=100)
+  # Row 3: games 60 x -21 + 60 x -1 (120 >= 100): mean -11. Row 4: the
+  # first row drops out (60 + 60 >= 100): (-60 + 660) / 120 = 5. Row 5:
+  # (-60 + 660 + 570) / 150 = 7.8. Row 6: (660 + 1140) / 120 = 15 (the -1
+  # row dropped as the others hold 120 >= 100). Row 7: 11 x 60 + 19 x 110
+  # -> row 4 drops (30+30+50 = 110 >= 100): 19.
+  assert got[0]['frames'] == 400 and got[0]['mean'] == pytest.approx(5.0)
+  assert got[10]['frames'] == 600 and got[10]['mean'] == pytest.approx(15.0)
+  assert got[18] == {'frames': 700, 'wall_time': 7.0, 'mean': 19.0}
+  assert got[21] is None
+  # Fewer games than the window never count.
+  assert reference_runs.milestones(rows[:1], (-30,))[-30] is None
+
+
+def test_atari_table_reports_score_curve_milestones_and_target(tmp_path):
+  run = tmp_path / 'Pong-v5' / 'seed_1'
+  run.mkdir(parents=True)
+  rows = ['frames,wall_time,episodes,episode_return']
+  # 10 rows of 20 games: -21 rising by 4 per row to 15, then 3 x 20 at 19.
+  for i in range(10):
+    rows.append(f'{(i + 1) * 1_000_000},{(i + 1) * 240},20,{-21 + 4 * i}')
+  for i in range(3):
+    rows.append(f'{(11 + i) * 1_000_000},{(11 + i) * 240},40,19')
+  (run / 'metrics.csv').write_text('\n'.join(rows) + '\n')
+  (run / 'eval.json').write_text(json.dumps({'mean': 18.4, 'num_games': 30}))
+  missing = tmp_path / 'Pong-v5' / 'seed_2'   # not trained: dashes
+  table = reference_runs.atari_table(
+      {'Pong-v5': [str(run), str(missing)]}, {'Pong-v5': 'cpu_pong'}, 30,
+      {'Pong-v5': (0, 18, 21)})
+  line = next(l for l in table.splitlines() if '| seed_1 |' in l)
+  cells = [c.strip() for c in line.strip('|').split('|')]
+  assert cells[:4] == ['Pong-v5', 'cpu_pong', 'seed_1', '18.4']
+  # First 100 games: rows 1-5 (-21..-5, mean -13); last 100: 3 x 40 at 19.
+  assert cells[4] == '-13.0 -> 19.0'
+  # Trailing 100 games = the last 5 rows of 20: at 8M frames -9..7 (mean
+  # -1), at 9M -5..11 (mean 3): 0 reached at 9M. At 11M: 7, 11, 15 and 40 at
+  # 19 (14.2); at 12M: 15 and 80 at 19 ((300 + 1520) / 100 = 18.2); 21
+  # never.
+  assert cells[5] == ('0: 9.0M (36 min); 18: 12.0M (48 min); '
+                      '21: not reached')
+  assert cells[6] == f'{13_000_000 / (13 * 240):,.0f}'
+  assert cells[7] == '20.4 / 21.0'
+  assert cells[8] == '18 by 20M frames' and cells[9] == 'yes'
+  assert '| seed_2 | - | - |' in table
+  assert 'Espeholt' in table and 'Sources:' in table
