@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -140,6 +141,19 @@ def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
   return runs
 
 
+def _die_with_parent():
+  """In the child before exec (Linux): SIGTERM it when the runner dies, so
+  a killed sweep never leaves a training running unseen (the training
+  checkpoints on SIGTERM and a re-run resumes it). Elsewhere: nothing."""
+  if not sys.platform.startswith('linux'):
+    return
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)
+  except (OSError, AttributeError):   # PR_SET_PDEATHSIG = 1
+    pass
+
+
 def _start(run: Run, cwd: str):
   os.makedirs(run.logdir, exist_ok=True)
   run.fresh = last_frames(run.logdir) is None
@@ -148,7 +162,8 @@ def _start(run: Run, cwd: str):
                 f'{" ".join(run.command)}\n')
   run.log.flush()
   run.process = subprocess.Popen(run.command, stdout=run.log,
-                                 stderr=subprocess.STDOUT, cwd=cwd)
+                                 stderr=subprocess.STDOUT, cwd=cwd,
+                                 preexec_fn=_die_with_parent)
   run.status = 'running'
   run.started = time.monotonic()
   print(f'start  {run.env_id} seed {run.seed} -> {run.logdir}', flush=True)

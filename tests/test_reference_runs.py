@@ -152,8 +152,9 @@ def test_shipped_runs_are_complete_and_small():
     (['--total_frames=0'], '--total_frames must be > 0'),
     (['--train_flag=--seed=3'], 'reproduce sets --seed itself'),
 ])
-def test_reproduce_flag_errors(flags, message):
-  done = _run('-m', 'experiments.reproduce', *flags)
+def test_reproduce_flag_errors(flags, message, tmp_path):
+  # --root in tmp_path: a flag wrongly accepted never trains in runs/.
+  done = _run('-m', 'experiments.reproduce', f'--root={tmp_path}', *flags)
   assert done.returncode == 2
   assert message in done.stderr and 'Traceback' not in done.stderr
   assert len(done.stderr.strip().splitlines()) == 1

@@ -95,3 +95,46 @@ def test_sweep_suite_dry_run(tmp_path):
   assert result.returncode == 0, result.stderr
   assert '57 games x 2 seeds = 114 runs' in result.stdout
   assert 'pending' in result.stdout and '--env=Zaxxon-v5' in result.stdout
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      return not any(line.startswith('State:') and 'Z' in line.split()[1]
+                     for line in f)
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'),
+                    reason='PR_SET_PDEATHSIG is Linux only')
+def test_a_killed_runner_takes_its_trainings_with_it(tmp_path):
+  """SIGKILL of a sweep/reproduce process must not orphan its trainings."""
+  import signal  # pylint: disable=import-outside-toplevel
+  import textwrap  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  pid_file = tmp_path / 'pid'
+  child = ('import os, time; open(%r, "w").write(str(os.getpid())); '
+           'time.sleep(120)' % str(pid_file))
+  script = tmp_path / 'runner.py'
+  script.write_text(textwrap.dedent(f'''
+      import sys
+      sys.path.insert(0, {_REPO!r})
+      from experiments import _runs
+      run = _runs.Run('x', 1, {str(tmp_path / 'run')!r},
+                      [sys.executable, '-c', {child!r}])
+      _runs.execute([run], parallel=1, total_frames=1, cwd={_REPO!r})
+      '''))
+  runner = subprocess.Popen([sys.executable, str(script)])
+  deadline = time.monotonic() + 60
+  while not (pid_file.exists() and pid_file.read_text()):
+    assert time.monotonic() < deadline and runner.poll() is None
+    time.sleep(0.05)
+  pid = int(pid_file.read_text())
+  assert _alive(pid)
+  runner.send_signal(signal.SIGKILL)
+  runner.wait()
+  deadline = time.monotonic() + 10
+  while _alive(pid) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert not _alive(pid), 'the training outlived its killed runner'
