@@ -43,9 +43,9 @@ from absl import logging
 import jax
 
 from experiments import _bench_common as common
-from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import runtime
-from impala_jax.envs import make_env
+from impala_jax.envs import factory as env_factory
 from impala_jax.metrics import read_metrics
 
 _PRESET = flags.DEFINE_string('preset', 'cpu_atari', 'Config preset.')
@@ -78,7 +78,7 @@ def main(argv):
   if _LEARNER_ITERS.value < 1 or _SKIP_UPDATES.value < 1:
     _fail('--learner_iters and --skip_updates must be >= 1.')
   try:
-    config = config_lib.get_preset(_PRESET.value, env=_ENV.value)
+    config = presets.get_preset(_PRESET.value, env=_ENV.value)
     spec, actor_devices, learner_devices = runtime.check_config(config)
   except (ValueError, runtime.ConfigError) as e:
     _fail(str(e))
@@ -91,10 +91,9 @@ def main(argv):
 
   # 1. acting ceiling
   env = common.random_env_fps(
-      lambda: make_env(config.env, num_envs=config.num_envs,
-                       batch_size=config.env_batch_size, seed=0,
-                       num_threads=config.env_threads,
-                       **runtime.env_options(config)),
+      lambda: env_factory.make_pool(config, num_envs=config.num_envs,
+                                    batch_size=config.env_batch_size, seed=0,
+                                    num_threads=config.env_threads),
       spec.num_actions, _ENV_SECONDS.value, repeat)
   print(f'env (random actions)   {env["fps"]:9.0f} frames/s', flush=True)
 

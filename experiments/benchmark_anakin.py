@@ -42,6 +42,7 @@ import jax
 from experiments import _bench_common as common
 from impala_jax import anakin
 from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import learner as learner_lib
 from impala_jax import runtime
 
@@ -188,17 +189,17 @@ def main(argv):
     return {'best': _best(rows), 'all': rows,
             'network': list(base.mlp_sizes)}
 
-  results['anakin_cartpole'] = sweep(config_lib.cartpole_anakin(),
+  results['anakin_cartpole'] = sweep(presets.cartpole_anakin(),
                                      cartpole_sizes)
   results['anakin_breakout'] = sweep(
-      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      presets.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
       breakout_sizes)
 
-  anakin_cp = config_lib.cartpole_anakin()
+  anakin_cp = presets.cartpole_anakin()
   rows = []
   for b in envpool_sizes:
     config = dataclasses.replace(
-        config_lib.cartpole(), mlp_sizes=anakin_cp.mlp_sizes,
+        presets.cartpole(), mlp_sizes=anakin_cp.mlp_sizes,
         unroll_length=anakin_cp.unroll_length, num_envs=b,
         env_batch_size=max(1, b // 2), batch_size=b, total_frames=10**9,
         lr_decay=False, log_every_seconds=1e9, checkpoint_every_seconds=1e9).validate()

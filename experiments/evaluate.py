@@ -52,7 +52,7 @@ class UsageError(Exception):
 
 
 def load_run(logdir: str, step=None):
-  """``(config, params, meta)`` of the run in ``logdir``."""
+  """``(config, network, params, meta)`` of the run in ``logdir``."""
   # Heavy imports after flag parsing so --help and errors stay fast.
   import jax  # pylint: disable=g-import-not-at-top
   from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top

@@ -184,14 +184,14 @@ def _game_settings(suite: str, games: List[str], seeds: Optional[List[int]],
                                                             int]]:
   """``{env_id: (preset, seeds, total_frames)}``: ``--seeds`` and
   ``--total_frames`` when given, else the shipped runs' settings."""
-  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax import presets  # pylint: disable=g-import-not-at-top
   spec = SUITES[suite]
   out = {}
   for env_id in games:
     preset = spec['presets'][env_id]
     game_seeds = seeds or list(spec['seeds'].get(env_id,
                                                  spec['default_seeds']))
-    frames = total if total is not None else config_lib.get_preset(
+    frames = total if total is not None else presets.get_preset(
         preset, env=env_id).total_frames
     out[env_id] = (preset, game_seeds, frames)
   return out
@@ -296,14 +296,14 @@ def _stale_fields(logdir: str, preset: str, env_id: str, seed: int,
   the preset's for this game (empty when no config was written yet)."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax import presets  # pylint: disable=g-import-not-at-top
   try:
     with open(os.path.join(logdir, 'config.json')) as f:
       saved = json.load(f).get('config', {})
   except (OSError, ValueError):
     return []
   want = dataclasses.asdict(dataclasses.replace(
-      config_lib.get_preset(preset, env=env_id), seed=seed,
+      presets.get_preset(preset, env=env_id), seed=seed,
       total_frames=total))
   def norm(value):
     return list(value) if isinstance(value, (list, tuple)) else value

@@ -38,7 +38,7 @@ from experiments._runs import (  # pylint: disable=unused-import
     DONE_NAME, LOG_NAME, Run, done_frames, execute, game_dir_name,
     is_finished, last_frames, mark_done, parse_seeds, plan, run_dir,
     summary, train_flag_error)
-from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import suites
 
 _GAMES = flags.DEFINE_list('games', None, 'Environment ids, comma separated.')
@@ -48,7 +48,7 @@ _SUITE = flags.DEFINE_string(
 _SEEDS = flags.DEFINE_list('seeds', ['1'], 'Seeds, comma separated integers.')
 _PRESET = flags.DEFINE_string(
     'preset', 'cpu_atari',
-    'train preset: ' + ', '.join(config_lib.PRESETS) + '.')
+    'train preset: ' + ', '.join(presets.PRESETS) + '.')
 _TOTAL_FRAMES = flags.DEFINE_integer(
     'total_frames', None, 'Frames per run (default: the preset\'s).')
 _ROOT = flags.DEFINE_string('root', None, 'Results tree root (required).')
@@ -99,12 +99,12 @@ def main(argv):
   seeds, error = parse_seeds(_SEEDS.value)
   if error:
     _fail(error)
-  if _PRESET.value not in config_lib.PRESETS:
-    _fail(f'--preset must be one of {", ".join(config_lib.PRESETS)}, got '
+  if _PRESET.value not in presets.PRESETS:
+    _fail(f'--preset must be one of {", ".join(presets.PRESETS)}, got '
           f'{_PRESET.value!r}.')
   total_frames = _TOTAL_FRAMES.value
   if total_frames is None:
-    total_frames = config_lib.get_preset(_PRESET.value).total_frames
+    total_frames = presets.get_preset(_PRESET.value).total_frames
   if total_frames <= 0:
     _fail(f'--total_frames must be > 0, got {total_frames}.')
   if _PARALLEL.value < 1:

@@ -1,4 +1,4 @@
-r"""Trains an IMPALA agent on an envpool environment.
+r"""Trains an IMPALA agent on envpool, DMLab or JAX (gymnax) environments.
 
   python -m experiments.train --preset=cpu_atari --env=Breakout-v5 \
       --total_frames=2000000 --logdir=runs/breakout --seed=1
@@ -35,15 +35,16 @@ from absl import flags
 from absl import logging
 
 from impala_jax import config as config_lib
+from impala_jax import presets
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string('preset', 'auto',
-                    'Starting values: ' + ', '.join(config_lib.PRESETS) +
+                    'Starting values: ' + ', '.join(presets.PRESETS) +
                     ', atari57:<game>, atari57_machado:<game>, '
                     'dmlab30:<level>; auto (default): '
-                    f'{config_lib.AUTO_PRESETS["cpu"]} on a CPU-only '
-                    f'machine, {config_lib.AUTO_PRESETS["accelerator"]} '
+                    f'{presets.AUTO_PRESETS["cpu"]} on a CPU-only '
+                    f'machine, {presets.AUTO_PRESETS["accelerator"]} '
                     'when JAX sees a GPU or TPU.')
 flags.DEFINE_string('logdir', None,
                     'Run directory (default: runs/<env>-<time>).')
@@ -113,7 +114,7 @@ def preset_name() -> tuple[str, str]:
   import jax  # pylint: disable=import-outside-toplevel
   backend = jax.default_backend()
   kind = 'cpu' if backend == 'cpu' else 'accelerator'
-  name = config_lib.AUTO_PRESETS[kind]
+  name = presets.AUTO_PRESETS[kind]
   if kind == 'cpu':
     return name, 'no GPU or TPU found: the CPU recipe'
   device = jax.devices()[0]
@@ -124,7 +125,7 @@ def preset_name() -> tuple[str, str]:
 
 def config_from_flags(preset: str) -> config_lib.Config:
   """The preset, overridden by every flag given on the command line."""
-  config = config_lib.get_preset(preset, env=FLAGS.env)
+  config = presets.get_preset(preset, env=FLAGS.env)
   if FLAGS.atari_protocol is not None:
     # A protocol sets several fields; flags naming one of them still win.
     config = config_lib.with_atari_protocol(config, FLAGS.atari_protocol)

@@ -31,9 +31,9 @@ import dataclasses
 from typing import Callable, List, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from impala_jax import acting
 from impala_jax import networks
 from impala_jax.envs.base import BatchedEnv
 from impala_jax.types import AgentInput, Trajectory
@@ -48,16 +48,6 @@ class RolloutStats:
   env_steps: int = 0                 # recv rows processed (all envs)
   game_returns: List[float] = dataclasses.field(default_factory=list)
   game_lengths: List[int] = dataclasses.field(default_factory=list)
-
-
-def make_policy_step(network: networks.AgentNetwork):
-  """Jitted ``(params, inputs [b], state, key) -> (actions, logits, state)``."""
-  def policy_step(params, inputs: AgentInput, state, key):
-    out, new_state = network.apply(params, inputs, state,
-                                   method=networks.AgentNetwork.step)
-    actions = jax.random.categorical(key, out.policy_logits).astype(jnp.int32)
-    return actions, out.policy_logits, new_state
-  return jax.jit(policy_step)
 
 
 class Actor:
@@ -87,7 +77,7 @@ class Actor:
     self.batch_size = batch_size
     self.discount = discount
     self.device = device or jax.local_devices()[0]
-    self._policy = policy_step or make_policy_step(network)
+    self._policy = policy_step or acting.make_policy_step(network)
     self._key = jax.device_put(jax.random.PRNGKey(seed), self.device)
     self._params = None
     self._params_version = -1
@@ -156,18 +146,15 @@ class Actor:
 
     # This row as the network's input t = p.
     is_first = self._prev_terminal[ids]
-    last_action = np.where(is_first, 0, self._prev_action[ids]).astype(
-        np.int32)
-    last_reward = np.where(is_first, 0.0, batch.reward).astype(np.float32)
+    inputs = acting.agent_input(batch.obs, is_first, self._prev_action[ids],
+                                batch.reward)
     self._obs[ids, p] = batch.obs
     self._first[ids, p] = is_first
-    self._last_action[ids, p] = last_action
-    self._last_reward[ids, p] = last_reward
+    self._last_action[ids, p] = inputs.last_action
+    self._last_reward[ids, p] = inputs.last_reward
 
     state_in = jax.tree_util.tree_map(lambda s: s[ids], self._core)
     self._key, key = jax.random.split(self._key)
-    inputs = AgentInput(observation=batch.obs, first=is_first,
-                        last_action=last_action, last_reward=last_reward)
     actions, logits, state_out = jax.device_get(self._policy(
         self._params, jax.device_put(inputs, self.device),
         jax.device_put(state_in, self.device), key))

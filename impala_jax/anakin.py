@@ -54,10 +54,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from impala_jax import acting
+from impala_jax import evaluation
 from impala_jax import learner as learner_lib
 from impala_jax import metrics as metrics_lib
 from impala_jax import networks
 from impala_jax.config import Config
+from impala_jax.envs import factory as env_factory
 from impala_jax.envs import jax_envs
 from impala_jax.types import AgentInput, CoreState, Trajectory
 
@@ -108,14 +111,10 @@ class Games(NamedTuple):
 
 
 def make_policy(network: networks.AgentNetwork) -> Policy:
-  """The agent's policy: ``AgentNetwork.step``, then one categorical sample
-  per environment with that environment's key."""
-  def policy(params, inputs: AgentInput, core_state, keys: jax.Array):
-    out, core_state = network.apply(params, inputs, core_state,
-                                    method=networks.AgentNetwork.step)
-    actions = jax.vmap(jax.random.categorical)(keys, out.policy_logits)
-    return actions.astype(jnp.int32), out.policy_logits, core_state
-  return policy
+  """The agent's policy inside the compiled program
+  (``acting.policy_step``): one categorical sample per environment with
+  that environment's key."""
+  return acting.make_policy_step(network, jit=False)
 
 
 def _strong(tree):
@@ -186,10 +185,8 @@ def rollout(params, actor_state: ActorState, *, env: jax_envs.JaxEnv,
     # The env ignored the action where the last observation was terminal
     # and answered with the first observation of a new episode.
     was_terminal = carry.env_state.needs_reset
-    next_inputs = AgentInput(
-        observation=obs, first=was_terminal,
-        last_action=jnp.where(was_terminal, 0, actions),
-        last_reward=jnp.where(was_terminal, 0.0, reward))
+    next_inputs = acting.agent_input(obs, was_terminal, actions, reward,
+                                     xp=jnp)
     record = (carry.inputs, actions, reward,
               discount * (1.0 - terminated.astype(jnp.float32)), logits,
               1.0 - was_terminal.astype(jnp.float32),
@@ -392,15 +389,9 @@ def recent_games(games: Games) -> Tuple[List[float], List[float]]:
 
 # ------------------------------------------------------------ set-up ---
 def make_env(config: Config) -> jax_envs.JaxEnv:
-  """The config's JAX environment (``max_episode_steps <= 0``: the
-  environment's own time limit). Cached: the same id gives the same object,
-  so a resumed run in the same process reuses the compiled program."""
-  return _make_env(config.env, config.max_episode_steps)
-
-
-@functools.lru_cache(maxsize=32)
-def _make_env(env_id: str, max_episode_steps: int) -> jax_envs.JaxEnv:
-  return jax_envs.make_jax_env(env_id, max_episode_steps=max_episode_steps)
+  """The config's JAX environment (``envs.factory.jax_env``: cached, so a
+  resumed run in the same process reuses the compiled program)."""
+  return env_factory.jax_env(config)
 
 
 def program_config(config: Config) -> Config:
@@ -448,19 +439,14 @@ def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
             f'--runtime=anakin needs a JAX environment id such as '
             f'gymnax:CartPole-v1, got {config.env!r}; envpool ids run with '
             '--runtime=sebulba.')
-      env = make_env(config)
+      env = env_factory.jax_env(config)
   except ValueError as e:
     raise runtime.ConfigError(str(e)) from None
   devices = runtime.select_devices(config.learner_devices, 'learner_devices')
-  shape = tuple(env.spec.obs_shape)
-  if len(shape) != 3 and config.torso != 'mlp':
-    raise runtime.ConfigError(f'{config.env} has vector observations {shape}; '
-                              'use --torso=mlp.')
-  if len(shape) == 3 and config.torso == 'shallow' and min(shape[1:]) < 36:
-    raise runtime.ConfigError(
-        f'{config.env} observations {shape} are too small for the shallow '
-        'torso (8x8 stride 4 then 4x4 stride 2); use --torso=minatar (the '
-        'MinAtar network), --torso=mlp or --torso=deep.')
+  error = networks.torso_fit_error(config.torso, env.spec.obs_shape,
+                                   config.env)
+  if error:
+    raise runtime.ConfigError(error)
   return env, devices
 
 
@@ -573,6 +559,8 @@ def train_anakin(config: Config, logdir: str, *,
   total_games = 0
   updates = start_update
   next_eval = runner.frames + config.eval_every_frames
+  evaluator = (evaluation.PeriodicEvaluator(config, network)
+               if config.eval_every_frames else None)
 
   def save():
     checkpointer.save(runner.train_state(), {
@@ -618,7 +606,7 @@ def train_anakin(config: Config, logdir: str, *,
                                row['episode_return'], extra='anakin')
       if config.eval_every_frames and runner.frames >= next_eval:
         next_eval += config.eval_every_frames
-        writer.write(runtime.evaluation_row(config, runner, network, updates))
+        writer.write(evaluator.row(runner, updates))
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         save()

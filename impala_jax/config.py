@@ -8,7 +8,7 @@ a run's ``config.json``). Presets are plain functions returning a ``Config``;
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 # 'soft_asymmetric': scalable_agent's experiment.py (the released code
 # behind the paper's DMLab runs); 'soft_asymmetric_paper': the formula the
@@ -18,6 +18,10 @@ REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric',
 # 'auto': Anakin for JAX environment ids (gymnax:...), Sebulba otherwise.
 RUNTIMES = ('auto', 'sebulba', 'anakin')
 TORSOS = ('shallow', 'deep', 'mlp', 'minatar')
+# Environment ids served by a backend other than envpool start with these
+# (``impala_jax.envs.factory`` routes them).
+GYMNAX_PREFIX = 'gymnax:'
+DMLAB_PREFIX = 'dmlab:'
 
 # Atari evaluation protocols by name (``--atari_protocol``): the Config
 # fields each one fixes. Both train and report on whole games (a lost life
@@ -176,10 +180,10 @@ class Config:
          f'{self.eval_every_frames} and {self.eval_games}.')
     need(0 <= self.instruction_len <= 96,
          f'--instruction_len must be in [0, 96], got {self.instruction_len}.')
-    need(self.instruction_len == 0 or self.env.startswith('dmlab:'),
+    need(self.instruction_len == 0 or self.env.startswith(DMLAB_PREFIX),
          f'--instruction_len={self.instruction_len} needs a DMLab level '
          f'(--env=dmlab:<level>), got --env={self.env}.')
-    need(not self.dmlab_dataset_path or self.env.startswith('dmlab:'),
+    need(not self.dmlab_dataset_path or self.env.startswith(DMLAB_PREFIX),
          f'--dmlab_dataset_path is for DMLab levels, got --env={self.env}.')
     need(self.queue_size >= 1,
          f'--queue_size must be >= 1, got {self.queue_size}.')
@@ -224,144 +228,3 @@ def describe_atari_protocol(config: Config) -> str:
     text += ' (departs from the protocol: ' + ', '.join(
         f'{k}={v}' for k, v in changes.items()) + ')'
   return text
-
-
-def paper_atari() -> Config:
-  """The paper's Atari settings: deep ResNet, unroll 20, batch 32, RMSProp
-  lr 6e-4 decayed to 0 over 200M frames, entropy 0.01, reward clip [-1, 1].
-  Sized for a GPU."""
-  return Config(env='Pong-v5', torso='deep', unroll_length=20, batch_size=32,
-                num_envs=64, env_batch_size=32, num_actors=2,
-                total_frames=200_000_000)
-
-
-def cpu_atari() -> Config:
-  """The paper's Atari recipe shrunk to a 2-core CPU: shallow net, batch
-  16, 32 environments, Breakout (it shows learning within a few million
-  frames; Pong needs tens of millions). 3M frames take about 15 minutes on
-  2 cores (``make train``). A lost life ends the training episode
-  (``episodic_life``, as envpool's and Cleanba's Atari agents do); without
-  it the policy was still uniform after 0.9M frames here. The reported
-  return is still the whole-game score."""
-  return Config(env='Breakout-v5', torso='shallow', unroll_length=20,
-                batch_size=16, num_envs=32, env_batch_size=16, num_actors=1,
-                total_frames=3_000_000, episodic_life=True)
-
-
-def cpu_pong() -> Config:
-  """Pong-v5 from pixels on a 2-core CPU with the paper's protocol (no
-  sticky actions, 30 no-op starts, the minimal action set, rewards clipped
-  to [-1, 1] for learning, whole games): ``cpu_atari``'s shallow net and
-  batch 16 x T=20 with a 3.3x larger learning rate (2e-3, decayed
-  linearly to 0 over 20M frames). Issue 14's target: a mean whole-game
-  return of 18 within 20M frames; BUILD_NOTES.md has the measured curve."""
-  return dataclasses.replace(cpu_atari(), env='Pong-v5',
-                             total_frames=20_000_000, learning_rate=2e-3,
-                             episodic_life=False)
-
-
-def cartpole() -> Config:
-  """CartPole-v1 with an MLP: learns in well under a minute on a CPU."""
-  return Config(env='CartPole-v1', torso='mlp', mlp_sizes=(64, 64),
-                unroll_length=20, batch_size=16, num_envs=16,
-                env_batch_size=16, num_actors=1, total_frames=200_000,
-                learning_rate=3e-3, entropy_cost=0.01, discount=0.99,
-                reward_clipping='none', rmsprop_epsilon=0.01,
-                max_episode_steps=500, noop_max=0)
-
-
-def cartpole_anakin() -> Config:
-  """gymnax CartPole-v1 in the Anakin layout (acting and learning in one
-  compiled program): 16 environments x T=20 (the envpool ``cartpole``
-  preset's batch, so as many updates per frame), an MLP, 499,200 frames
-  (78 calls of 20 updates, inside 500K); reaches a mean return of 400 or
-  more for every seed measured (0-10, BUILD_NOTES.md) in seconds on a
-  2-core CPU (tests/test_anakin.py)."""
-  return Config(env='gymnax:CartPole-v1', runtime='anakin', torso='mlp',
-                mlp_sizes=(64, 64), unroll_length=20, batch_size=16,
-                updates_per_call=20, total_frames=499_200,
-                learning_rate=3e-3, entropy_cost=0.01, discount=0.99,
-                reward_clipping='none', max_episode_steps=500, noop_max=0,
-                log_every_seconds=5.0)
-
-
-def minatar() -> Config:
-  """MinAtar (gymnax) in the Anakin layout, tuned on this 2-core CPU against
-  published baselines (issue 13; every probe in BUILD_NOTES.md): the MinAtar
-  paper's network (conv 16 3x3 + Dense 128, ``torso='minatar'``), 32
-  environments x T=20 (15.6K updates in 10M steps), RMSProp lr 6e-3
-  decayed to 0 (with epsilon 0.01 inside the square root, small gradients
-  get a nearly plain-SGD step, so the paper's Atari 6e-4 barely moves
-  here), entropy 0.01, raw rewards (MinAtar's are already small integers),
-  gymnax's own time limits, 10M steps. ``MINATAR_GAME_OVERRIDES`` holds
-  the per-game settings; Breakout-MinAtar (the default game) runs an MLP
-  64-64 at B=16 with entropy 0.1 (the conv net does not fit its wall-time
-  budget on this CPU; lower entropy costs let some seeds collapse into a
-  ~20-point local optimum)."""
-  return Config(env='gymnax:Breakout-MinAtar', runtime='anakin',
-                torso='minatar', unroll_length=20, batch_size=32,
-                updates_per_call=10, total_frames=10_000_000,
-                learning_rate=6e-3, entropy_cost=0.01, discount=0.99,
-                reward_clipping='none', max_episode_steps=0, noop_max=0,
-                log_every_seconds=1.0)
-
-
-# Per-game settings of the ``minatar`` preset (``--env=gymnax:<game>``).
-MINATAR_GAME_OVERRIDES: dict[str, dict] = {
-    'gymnax:Breakout-MinAtar': dict(torso='mlp', mlp_sizes=(64, 64),
-                                    batch_size=16, entropy_cost=0.1),
-    'gymnax:SpaceInvaders-MinAtar': dict(entropy_cost=0.02),
-}
-
-
-PRESETS: dict[str, Callable[[], Config]] = {
-    'paper_atari': paper_atari,
-    'cpu_atari': cpu_atari,
-    'cpu_pong': cpu_pong,
-    'cartpole': cartpole,
-    'cartpole_anakin': cartpole_anakin,
-    'minatar': minatar,
-}
-
-
-# ``experiments.train --preset=auto`` (the default, what ``make train``
-# runs): the recipe sized for the machine JAX finds.
-AUTO_PRESETS = {'cpu': 'cpu_atari', 'accelerator': 'paper_atari'}
-
-
-# Per-environment settings inside a preset: ``--preset=P --env=E`` starts
-# from ``PRESETS[P]()`` with ``env=E`` and ``PRESET_ENV_OVERRIDES[P][E]``
-# applied (explicit flags still override both).
-PRESET_ENV_OVERRIDES: dict[str, dict[str, dict]] = {
-    'minatar': MINATAR_GAME_OVERRIDES,
-}
-
-
-def get_preset(name: str, env: Optional[str] = None) -> Config:
-  """A preset by name: one of ``PRESETS``, or ``<suite>:<game>`` for a
-  suite game with the paper's settings (``atari57:Breakout-v5``,
-  ``dmlab30:rooms_watermaze``; see ``impala_jax.suites``), or
-  ``atari57_machado:<game>``: the same with the Machado et al. (2018)
-  protocol (``ATARI_PROTOCOLS['machado']``).
-
-  ``env``: the environment the preset will run (``--env``); the preset's
-  per-environment settings (``PRESET_ENV_OVERRIDES``) for it are applied.
-  """
-  if ':' in name:
-    from impala_jax import suites  # pylint: disable=g-import-not-at-top
-    suite, game = name.split(':', 1)
-    if suite == 'atari57_machado':
-      return with_atari_protocol(suites.preset('atari57', game), 'machado')
-    if suite not in ('atari57', 'dmlab30'):
-      raise ValueError(f'unknown suite {suite!r} in --preset={name}; use '
-                       'atari57:<game>, atari57_machado:<game> or '
-                       'dmlab30:<level>.')
-    return suites.preset(suite, game)
-  if name not in PRESETS:
-    raise ValueError(f'unknown preset {name!r}; choose one of '
-                     f'{", ".join(sorted(PRESETS))}, or atari57:<game> / '
-                     'atari57_machado:<game> / dmlab30:<level>.')
-  config = PRESETS[name]()
-  env = env or config.env
-  overrides = PRESET_ENV_OVERRIDES.get(name, {}).get(env, {})
-  return dataclasses.replace(config, env=env, **overrides)

@@ -37,12 +37,11 @@ import os
 from typing import Any, List, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from impala_jax import acting
 from impala_jax import networks
 from impala_jax.envs.base import BatchedEnv
-from impala_jax.types import AgentInput
 
 
 @dataclasses.dataclass
@@ -79,16 +78,9 @@ class EvalResult:
 
 
 def make_eval_step(network: networks.AgentNetwork, greedy: bool):
-  """Jitted ``(params, inputs [b], state, key) -> (actions, state)``."""
-  def step(params, inputs: AgentInput, state, key):
-    out, new_state = network.apply(params, inputs, state,
-                                   method=networks.AgentNetwork.step)
-    if greedy:
-      actions = jnp.argmax(out.policy_logits, axis=-1)
-    else:
-      actions = jax.random.categorical(key, out.policy_logits)
-    return actions.astype(jnp.int32), new_state
-  return jax.jit(step)
+  """Jitted ``(params, inputs [b], state, key) -> (actions, logits, state)``
+  (``acting.make_policy_step``)."""
+  return acting.make_policy_step(network, greedy=greedy)
 
 
 def game_quotas(num_games: int, num_envs: int) -> np.ndarray:
@@ -145,14 +137,12 @@ def evaluate(params: Any, network: networks.AgentNetwork, env: BatchedEnv,
     batch = env.recv()
     ids = batch.env_id.astype(np.int64)
     is_first = prev_terminal[ids]
-    inputs = AgentInput(
-        observation=batch.obs, first=is_first,
-        last_action=np.where(is_first, 0, prev_action[ids]).astype(np.int32),
-        last_reward=np.where(is_first, 0.0, batch.reward).astype(np.float32))
+    inputs = acting.agent_input(batch.obs, is_first, prev_action[ids],
+                                batch.reward)
     state_in = jax.tree_util.tree_map(lambda s: s[ids], core)
     key, sub = jax.random.split(key)
-    actions, state_out = jax.device_get(step_fn(params, inputs, state_in,
-                                                sub))
+    actions, _, state_out = jax.device_get(step_fn(params, inputs,
+                                                   state_in, sub))
     actions = np.asarray(actions, np.int32)
     for c, new in zip(jax.tree_util.tree_leaves(core),
                       jax.tree_util.tree_leaves(state_out)):
@@ -331,45 +321,29 @@ def config_from_dict(d: dict):
   return Config(**kwargs)
 
 
-def _is_jax_env(config) -> bool:
-  from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-  return jax_envs.is_jax_env_id(config.env)
-
-
 def env_spec(config):
-  """The ``EnvSpec`` of a run's environment: envpool and DMLab ids through
-  ``describe_env``, ``gymnax:`` ids (Anakin runs) from the JAX environment.
-  Raises ``ValueError`` for an unusable id or settings."""
-  if _is_jax_env(config):
-    from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-    return jax_envs.make_jax_env(
-        config.env, max_episode_steps=config.max_episode_steps).spec
-  from impala_jax.envs import describe_env  # pylint: disable=g-import-not-at-top
-  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
-  return describe_env(config.env, **env_options(config))
+  """The ``EnvSpec`` of a run's environment (``envs.factory.env_spec``)."""
+  from impala_jax.envs import factory  # pylint: disable=g-import-not-at-top
+  return factory.env_spec(config)
 
 
 def make_eval_env(config, num_envs: int, seed: int) -> BatchedEnv:
-  """Fresh environments with a run's settings: an envpool/DMLab pool, or for
-  ``gymnax:`` ids (Anakin runs) a host-stepped ``JaxBatchedEnv``."""
-  if _is_jax_env(config):
-    from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-    env = jax_envs.make_jax_env(config.env,
-                                max_episode_steps=config.max_episode_steps)
-    return jax_envs.JaxBatchedEnv(env, num_envs, seed=seed)
-  from impala_jax.envs import make_env  # pylint: disable=g-import-not-at-top
-  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
-  return make_env(config.env, num_envs=num_envs, batch_size=num_envs,
-                  seed=seed, **env_options(config))
+  """Fresh environments with a run's settings (``envs.factory``): an
+  envpool/DMLab pool, or for ``gymnax:`` ids a host-stepped
+  ``JaxBatchedEnv``."""
+  from impala_jax.envs import factory  # pylint: disable=g-import-not-at-top
+  return factory.make_host_env(config, num_envs, seed)
 
 
 def evaluate_config(config, params, *, num_games: int, greedy: bool = False,
                     seed: int = 0, num_envs: Optional[int] = None,
-                    record: bool = False, network=None) -> EvalResult:
+                    record: bool = False, network=None,
+                    step_fn=None) -> EvalResult:
   """Evaluates ``params`` on fresh environments made from a run's ``config``
   (``make_eval_env``; the hook periodic evaluation in ``train`` calls, for
   both runtimes). ``num_envs`` defaults to ``min(num_games, 8)``;
-  environments are seeded from ``seed`` and closed before returning."""
+  environments are seeded from ``seed`` and closed before returning.
+  ``step_fn``: a prebuilt ``make_eval_step(network, greedy)``."""
   from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
   if network is None:
     network = learner_lib.make_network(config, env_spec(config).num_actions)
@@ -377,6 +351,29 @@ def evaluate_config(config, params, *, num_games: int, greedy: bool = False,
   env = make_eval_env(config, n, seed)
   try:
     return evaluate(params, network, env, num_games, greedy=greedy,
-                    seed=seed, record=record)
+                    seed=seed, record=record, step_fn=step_fn)
   finally:
     env.close()
+
+
+class PeriodicEvaluator:
+  """Evaluation during training (both layouts): ``config.eval_games`` whole
+  games on fresh environments with the current params, actions sampled.
+  Built once per run, so its acting step compiles once."""
+
+  def __init__(self, config, network: networks.AgentNetwork):
+    self.config = config
+    self.network = network
+    self.step_fn = make_eval_step(network, greedy=False)
+
+  def row(self, learner, updates: int) -> dict:
+    """A ``metrics.csv`` row; ``learner``: anything with ``params()`` and
+    ``frames`` (the envpool runtime's ``Learner``, the Anakin
+    ``AnakinRunner``)."""
+    result = evaluate_config(
+        self.config, learner.params(), num_games=self.config.eval_games,
+        seed=self.config.seed + 7919 * updates, network=self.network,
+        step_fn=self.step_fn)
+    return {'frames': learner.frames, 'updates': updates,
+            'eval_return_mean': result.mean,
+            'eval_return_median': result.median}

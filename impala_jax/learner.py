@@ -17,7 +17,7 @@ same whatever the device count. Mean-type metrics are ``pmean``ed.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import chex
 import jax
@@ -28,7 +28,7 @@ import optax
 from impala_jax import losses
 from impala_jax import networks
 from impala_jax.config import Config
-from impala_jax.types import AgentInput, Trajectory
+from impala_jax.types import Trajectory
 
 AXIS = 'learner_devices'
 Metrics = dict

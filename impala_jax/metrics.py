@@ -244,15 +244,6 @@ class MetricsWriter:
           self._tb.add_scalar(key, float(value), global_step=frames)
         self._tb.flush()   # rows are seconds apart: keep TB as fresh as CSV
 
-  def flush(self):
-    if not self.is_primary:
-      return
-    with self._lock:
-      if self._file is not None and not self._file.closed:
-        self._sync()
-      if self._tb is not None:
-        self._tb.flush()
-
   def close(self):
     if not self.is_primary:
       return
@@ -361,8 +352,9 @@ class Progress:
 
 
 class EpisodeStats:
-  """Thread-safe accumulator of finished episodes (actor threads add, the
-  logging loop drains)."""
+  """Accumulator of finished episodes: the run loop adds the games each
+  learned-from batch reports and drains them when it logs (locked, so
+  another thread may read ``last_returns`` meanwhile)."""
 
   def __init__(self, history: int = 100):
     self._lock = threading.Lock()
@@ -398,10 +390,6 @@ class EpisodeStats:
     with self._lock:
       recent = list(self._recent)
     return recent[-n:] if n > 0 else []
-
-  def mean_recent_return(self, n: int = 100) -> float:
-    recent = self.last_returns(n)
-    return float(np.mean(recent)) if recent else math.nan
 
 
 class RateMeter:

@@ -33,7 +33,7 @@ inside ``lax.scan`` are about 10x slower on CPU (DESIGN.md, Pitfalls).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import chex
 import flax.linen as nn
@@ -41,11 +41,37 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from impala_jax import config as config_lib
 from impala_jax.types import AgentInput, AgentOutput, CoreState
 
 Array = jax.Array
 
-TORSOS = ('shallow', 'deep', 'mlp', 'minatar')
+TORSOS = config_lib.TORSOS
+# The shallow torso (8x8 stride 4, then 4x4 stride 2) needs this many pixels.
+SHALLOW_MIN_PIXELS = 36
+
+
+def torso_fit_error(torso: str, obs_shape: Sequence[int], env_id: str = ''
+                    ) -> Optional[str]:
+  """Why ``torso`` cannot read observations of ``obs_shape`` (one line), or
+  None. The conv torsos need images ``[C, H, W]``; the shallow one at least
+  36 pixels a side; an MLP reads anything but is refused on Atari-sized
+  images (a conv torso is what the paper uses there; small images such as
+  MinAtar's 10x10 are fine)."""
+  shape = tuple(int(d) for d in obs_shape)
+  name = env_id or 'the environment'
+  if len(shape) != 3:
+    if torso != 'mlp':
+      return f'{name} has vector observations {shape}; use --torso=mlp.'
+    return None
+  if torso == 'mlp' and min(shape[1:]) >= SHALLOW_MIN_PIXELS:
+    return (f'{name} has pixel observations {shape}; use --torso=shallow or '
+            '--torso=deep.')
+  if torso == 'shallow' and min(shape[1:]) < SHALLOW_MIN_PIXELS:
+    return (f'{name} observations {shape} are too small for the shallow '
+            'torso (8x8 stride 4 then 4x4 stride 2); use --torso=minatar (the '
+            'MinAtar network), --torso=mlp or --torso=deep.')
+  return None
 
 
 def preprocess_observation(observation: Array) -> Array:

@@ -34,13 +34,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
+from impala_jax import acting
 from impala_jax import actor as actor_lib
 from impala_jax import checkpoint as checkpoint_lib
+from impala_jax import evaluation
 from impala_jax import learner as learner_lib
 from impala_jax import metrics as metrics_lib
+from impala_jax import networks
 from impala_jax.config import (Config, atari_protocol_changes,
                                describe_atari_protocol)
-from impala_jax.envs import AtariOptions, describe_env, env_family, make_env
+from impala_jax.envs import env_family
+from impala_jax.envs import factory as env_factory
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +69,6 @@ class RunResult:
 
 
 # --------------------------------------------------------------- set-up ---
-def env_options(config: Config) -> Dict[str, Any]:
-  """Keyword arguments for ``make_env`` / ``describe_env`` from the config."""
-  if env_family(config.env) == 'atari':
-    return {'atari': AtariOptions(
-        noop_max=config.noop_max,
-        repeat_action_probability=config.sticky_action_prob,
-        full_action_space=config.full_action_space,
-        use_fire_reset=config.use_fire_reset,
-        episodic_life=config.episodic_life,
-        max_episode_steps=config.max_episode_steps)}
-  if config.env.startswith('dmlab:'):
-    options = {'max_episode_steps': max(0, config.max_episode_steps),
-               'instruction_len': config.instruction_len}
-    if config.dmlab_dataset_path:
-      options['config'] = {'datasetPath': config.dmlab_dataset_path}
-    return options
-  return {}
-
-
 def select_devices(indices: Sequence[int], what: str) -> List[jax.Device]:
   devices = jax.local_devices()
   bad = [i for i in indices if not 0 <= i < len(devices)]
@@ -104,7 +89,11 @@ def check_config(config: Config):
   """
   try:
     config.validate()
-    spec = describe_env(config.env, **env_options(config))
+    if env_factory.is_jax_env(config):
+      raise ValueError(
+          f'{config.env!r}: JAX environments run in the Anakin layout '
+          '(--runtime=anakin or auto), not with envpool actors.')
+    spec = env_factory.env_spec(config)
   except ValueError as e:
     raise ConfigError(str(e)) from None
   actor_devices = select_devices(config.actor_devices, 'actor_devices')
@@ -115,13 +104,9 @@ def check_config(config: Config):
         f'--batch_size={config.batch_size} must be divisible by the number '
         f'of learner devices over all {jax.process_count()} process(es) '
         f'({len(learner_devices)}).')
-  is_pixels = len(spec.obs_shape) == 3
-  if is_pixels and config.torso == 'mlp':
-    raise ConfigError(f'{config.env} has pixel observations {spec.obs_shape};'
-                      ' use --torso=shallow or --torso=deep.')
-  if not is_pixels and config.torso != 'mlp':
-    raise ConfigError(f'{config.env} has vector observations '
-                      f'{spec.obs_shape}; use --torso=mlp.')
+  error = networks.torso_fit_error(config.torso, spec.obs_shape, config.env)
+  if error:
+    raise ConfigError(error)
   return spec, actor_devices, learner_devices
 
 
@@ -281,16 +266,16 @@ def train(config: Config, logdir: str, *, sync: bool = False,
     _write_config(logdir, config, spec, start_update)
 
   store = ParamsStore(learner.params(), start_update)
-  policy_step = actor_lib.make_policy_step(network)
+  policy_step = acting.make_policy_step(network)
   actors = []
   for i in range(config.num_actors):
     # Fresh, distinct streams per actor and per resume (envpool's own state
     # cannot be checkpointed; the action-sampling RNG is reseeded instead).
     seed = (config.seed * 10_007 + i * 101 + start_update * 7
             + process * 1_000_003)
-    env = make_env(config.env, num_envs=config.num_envs,
-                   batch_size=config.env_batch_size, seed=seed,
-                   num_threads=config.env_threads, **env_options(config))
+    env = env_factory.make_pool(config, num_envs=config.num_envs,
+                                batch_size=config.env_batch_size, seed=seed,
+                                num_threads=config.env_threads)
     actors.append(actor_lib.Actor(
         env, network, store.get, unroll_length=config.unroll_length,
         batch_size=local_batch, discount=config.discount,
@@ -354,6 +339,8 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   updates = start_update
   local_frames = 0
   next_eval = learner.frames + config.eval_every_frames
+  evaluator = (evaluation.PeriodicEvaluator(config, network)
+               if config.eval_every_frames else None)
   wall_start = time.time() - float(meta.get('wall_time', 0.0))
   try:
     while learner.frames < config.total_frames:
@@ -387,7 +374,7 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       if config.eval_every_frames and learner.frames >= next_eval:
         next_eval += config.eval_every_frames
         if primary:
-          writer.write(evaluation_row(config, learner, network, updates))
+          writer.write(evaluator.row(learner, updates))
       if now - last_ckpt >= config.checkpoint_every_seconds:
         last_ckpt = now
         _save(checkpointer, learner, config, wall_start)
@@ -430,19 +417,6 @@ def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
   row.update(host)
   row['skipped_updates'] = int(host.get('skipped_updates', 0))
   return row
-
-
-def evaluation_row(config, learner, network, updates) -> Dict[str, Any]:
-  """Plays ``config.eval_games`` whole games on fresh environments with
-  the current params (sampled actions), in the learner thread. ``learner``
-  is anything with ``params()`` and ``frames`` (the envpool runtime's
-  ``Learner``, the Anakin runtime's ``AnakinRunner``)."""
-  from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
-  result = evaluation.evaluate_config(
-      config, learner.params(), num_games=config.eval_games,
-      seed=config.seed + 7919 * updates, network=network)
-  return {'frames': learner.frames, 'updates': updates,
-          'eval_return_mean': result.mean, 'eval_return_median': result.median}
 
 
 def _save(checkpointer, learner, config, wall_start) -> None:

@@ -38,8 +38,9 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from impala_jax import config as config_lib
 SUITES = ('atari57', 'dmlab30')
-DMLAB_PREFIX = 'dmlab:'
+DMLAB_PREFIX = config_lib.DMLAB_PREFIX
 # The paper's variant shown by default.
 DEFAULT_VARIANT = {'atari57': 'impala_deep', 'dmlab30': 'impala'}
 PAPER_VARIANTS = {

@@ -27,10 +27,10 @@ from impala_jax import distributed  # pylint: disable=wrong-import-position
 def main(port, num_processes, process_id, logdir, out, updates):
   distributed.initialize(f'localhost:{port}', int(num_processes),
                          int(process_id), heartbeat_timeout_seconds=10)
-  from impala_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  from impala_jax import presets  # pylint: disable=import-outside-toplevel
   from impala_jax import runtime  # pylint: disable=import-outside-toplevel
   config = dataclasses.replace(
-      config_lib.cartpole(), total_frames=20 * 16 * int(updates),
+      presets.cartpole(), total_frames=20 * 16 * int(updates),
       learner_devices=(0, 1),
       actor_devices=(0,), log_every_seconds=0.0).validate()
   result = runtime.train(config, logdir, sync=True, progress=False,

@@ -17,6 +17,7 @@ import pytest
 from impala_jax import actor as actor_lib
 from impala_jax import anakin
 from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import learner as learner_lib
 from impala_jax import networks
 from impala_jax import runtime
@@ -32,7 +33,7 @@ def _small_cartpole(**overrides) -> config_lib.Config:
   settings = dict(unroll_length=8, batch_size=8, updates_per_call=3,
                   total_frames=8 * 8 * 3 * 2, log_every_seconds=0.0)
   settings.update(overrides)
-  config = dataclasses.replace(config_lib.cartpole_anakin(), **settings)
+  config = dataclasses.replace(presets.cartpole_anakin(), **settings)
   return config.validate()
 
 
@@ -328,7 +329,7 @@ CARTPOLE_LEARNED = 400.0
 
 @pytest.mark.slow
 def test_cartpole_learns_in_anakin_layout(tmp_path):
-  config = dataclasses.replace(config_lib.cartpole_anakin(), seed=0,
+  config = dataclasses.replace(presets.cartpole_anakin(), seed=0,
                                log_every_seconds=5.0)
   start = time.monotonic()
   result = anakin.train_anakin(config, str(tmp_path), progress=False,
@@ -366,7 +367,7 @@ MINATAR_LEARNED = 4.0
 @pytest.mark.slow
 def test_minatar_preset_learns_breakout(tmp_path):
   config = dataclasses.replace(
-      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      presets.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
       seed=0, total_frames=MINATAR_STEPS, log_every_seconds=1e9)
   result = anakin.train_anakin(config, str(tmp_path), progress=False,
                                handle_signals=False)
@@ -438,7 +439,7 @@ def test_train_program_runs_anakin_and_stops_on_sigint(tmp_path):
   assert proc.returncode == 0, err
   assert 'stopped by signal' in out
   rows = read_metrics(metrics)
-  preset = config_lib.cartpole_anakin()
+  preset = presets.cartpole_anakin()
   assert int(rows[-1]['frames']) == int(rows[-1]['updates']) * (
       preset.unroll_length * preset.batch_size)
   assert Checkpointer.has_checkpoint(os.path.join(logdir, 'checkpoints'))

@@ -173,7 +173,7 @@ def test_language_levels_carry_the_instruction_to_the_network(fake_lab):
   from impala_jax import networks  # pylint: disable=g-import-not-at-top
   from impala_jax import suites  # pylint: disable=g-import-not-at-top
   from impala_jax.envs import describe_env, make_env  # pylint: disable=g-import-not-at-top
-  from impala_jax.runtime import env_options  # pylint: disable=g-import-not-at-top
+  from impala_jax.envs.factory import env_options  # pylint: disable=g-import-not-at-top
   assert suites.preset('dmlab30', 'rooms_watermaze').instruction_len == 0
   config = dataclasses.replace(
       suites.preset('dmlab30', 'language_select_described_object'),

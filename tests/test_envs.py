@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from impala_jax import config as config_lib
-from impala_jax import runtime
+from impala_jax.envs import factory as env_factory
 from impala_jax.envs import (AtariOptions, ScriptedEnv, StepBatch,
                              describe_env, make_env, validate_env_id)
 from impala_jax.envs import scripted
@@ -123,7 +123,7 @@ def test_specs():
   assert kw['reward_clip'] is False and kw['frame_skip'] == 4
   assert 'base_path' not in kw and 'num_envs' not in kw and 'seed' not in kw
 
-  machado = describe_env('Pong-v5', **runtime.env_options(
+  machado = describe_env('Pong-v5', **env_factory.env_options(
       config_lib.with_atari_protocol(config_lib.Config(), 'machado')))
   assert machado.num_actions == 18
   assert machado.envpool_kwargs['repeat_action_probability'] == 0.25

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import evaluation
 from impala_jax import learner as learner_lib
 from impala_jax import networks
@@ -141,7 +142,7 @@ def test_write_video(tmp_path):
 
 
 def test_config_from_dict_roundtrip():
-  config = config_lib.cartpole()
+  config = presets.cartpole()
   d = json.loads(json.dumps(dataclasses.asdict(config)))
   d['field_from_the_future'] = 1
   assert evaluation.config_from_dict(d) == config
@@ -151,7 +152,7 @@ def test_config_from_dict_roundtrip():
 def cartpole_run(tmp_path_factory):
   from impala_jax import runtime  # pylint: disable=g-import-not-at-top
   logdir = str(tmp_path_factory.mktemp('cartpole_run'))
-  runtime.train(dataclasses.replace(config_lib.cartpole(), total_frames=3200),
+  runtime.train(dataclasses.replace(presets.cartpole(), total_frames=3200),
                 logdir, sync=True, progress=False, handle_signals=False)
   return logdir
 
@@ -198,7 +199,7 @@ def test_anakin_run_evaluates_periodically_and_from_the_command_line(
   from impala_jax.metrics import read_metrics  # pylint: disable=g-import-not-at-top
   per_call = 8 * 8 * 2
   config = dataclasses.replace(
-      config_lib.cartpole_anakin(), unroll_length=8, batch_size=8,
+      presets.cartpole_anakin(), unroll_length=8, batch_size=8,
       updates_per_call=2, total_frames=2 * per_call, log_every_seconds=0.0,
       eval_every_frames=per_call, eval_games=2).validate()
   logdir = str(tmp_path / 'anakin_run')

@@ -163,11 +163,11 @@ def test_reproduce_flag_errors(flags, message, tmp_path):
 def test_reproduce_refuses_a_tree_trained_with_other_settings(tmp_path):
   """A results tree from an older preset is never silently resumed."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax import presets  # pylint: disable=g-import-not-at-top
   run = tmp_path / 'gymnax_Breakout-MinAtar' / 'seed_1'
   run.mkdir(parents=True)
   config = dataclasses.replace(
-      config_lib.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
+      presets.get_preset('minatar', env='gymnax:Breakout-MinAtar'),
       seed=1, entropy_cost=0.05, log_every_seconds=99.0)
   (run / 'config.json').write_text(json.dumps(
       {'config': dataclasses.asdict(config)}))

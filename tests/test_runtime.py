@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +34,7 @@ RANDOM_RETURN = 22.0
 
 
 def _cartpole(**overrides) -> config_lib.Config:
-  config = dataclasses.replace(config_lib.cartpole(), log_every_seconds=1.0,
+  config = dataclasses.replace(presets.cartpole(), log_every_seconds=1.0,
                                **overrides)
   return config.validate()
 
@@ -113,7 +114,7 @@ def test_bad_config_fails_before_compiling(tmp_path):
     runtime.train(_cartpole(learner_devices=(0, 9)), str(tmp_path),
                   sync=True, progress=False, handle_signals=False)
   with pytest.raises(runtime.ConfigError, match='torso=shallow'):
-    runtime.train(dataclasses.replace(config_lib.cpu_atari(), torso='mlp'),
+    runtime.train(dataclasses.replace(presets.cpu_atari(), torso='mlp'),
                   str(tmp_path), sync=True, progress=False,
                   handle_signals=False)
   assert not os.path.exists(tmp_path / 'checkpoints')
@@ -313,8 +314,8 @@ def test_machado_protocol_flag_and_a_departure_are_recorded(tmp_path):
 
 
 def test_atari57_machado_presets():
-  paper = config_lib.get_preset('atari57:Breakout-v5')
-  machado = config_lib.get_preset('atari57_machado:Breakout-v5')
+  paper = presets.get_preset('atari57:Breakout-v5')
+  machado = presets.get_preset('atari57_machado:Breakout-v5')
   assert paper.atari_protocol == 'paper'
   assert (machado.atari_protocol, machado.sticky_action_prob,
           machado.full_action_space, machado.noop_max,
@@ -341,7 +342,7 @@ def test_auto_preset_picks_the_recipe_for_the_backend(monkeypatch):
   assert flags.FLAGS['preset'].default == 'auto'
   with flagsaver.flagsaver(preset='auto'):
     name, why = train.preset_name()
-    assert (name, why) == (config_lib.AUTO_PRESETS['cpu'],
+    assert (name, why) == (presets.AUTO_PRESETS['cpu'],
                            'no GPU or TPU found: the CPU recipe')
 
     class FakeGpu:
@@ -350,7 +351,7 @@ def test_auto_preset_picks_the_recipe_for_the_backend(monkeypatch):
     monkeypatch.setattr(jax, 'devices', lambda: [FakeGpu()])
     monkeypatch.setattr(jax, 'device_count', lambda: 1)
     name, why = train.preset_name()
-    assert name == config_lib.AUTO_PRESETS['accelerator'] == 'paper_atari'
+    assert name == presets.AUTO_PRESETS['accelerator'] == 'paper_atari'
     assert why == 'found 1 gpu device(s) (NVIDIA H200): the GPU recipe'
   with flagsaver.flagsaver(preset='cartpole'):
     assert train.preset_name() == ('cartpole', '')

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from impala_jax import config as config_lib
+from impala_jax import presets
 from impala_jax import scores
 from impala_jax import suites
 
@@ -224,7 +224,7 @@ def test_suites_and_presets():
   assert len(suites.games('dmlab30')) == 30
   assert suites.env_ids('dmlab30')[3] == 'dmlab:rooms_watermaze'
   config = suites.preset('atari57', 'Breakout-v5')
-  paper = config_lib.paper_atari()
+  paper = presets.paper_atari()
   assert config.env == 'Breakout-v5'
   assert (config.unroll_length, config.batch_size, config.learning_rate,
           config.total_frames) == (paper.unroll_length, paper.batch_size,
@@ -243,11 +243,11 @@ def test_suites_and_presets():
 
 
 def test_suite_presets_by_name():
-  from impala_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  atari = config_lib.get_preset('atari57:Breakout-v5')
+  from impala_jax import presets  # pylint: disable=import-outside-toplevel
+  atari = presets.get_preset('atari57:Breakout-v5')
   assert atari.env == 'Breakout-v5' and atari.torso == 'deep'
-  dmlab = config_lib.get_preset('dmlab30:rooms_watermaze')
+  dmlab = presets.get_preset('dmlab30:rooms_watermaze')
   assert dmlab.env == 'dmlab:rooms_watermaze' and dmlab.use_lstm
   assert dmlab.unroll_length == 100
   with pytest.raises(ValueError, match='atari57:<game>'):
-    config_lib.get_preset('procgen:coinrun')
+    presets.get_preset('procgen:coinrun')

@@ -54,13 +54,14 @@ import os
 import time
 import weakref
 import zlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from impala_jax.config import DMLAB_PREFIX
 from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
 
-PREFIX = 'dmlab:'
+PREFIX = DMLAB_PREFIX
 ACTION_REPEAT = 4
 HEIGHT, WIDTH = 72, 96
 OBS_NAME = 'RGB_INTERLEAVED'

@@ -71,7 +71,7 @@ class AtariOptions:
   27,000 agent steps = 108,000 frames. ``use_fire_reset`` keeps envpool's
   default (press FIRE after a reset in games that have it). Named
   protocols (the paper's, Machado et al. 2018's) are
-  ``impala_jax.config.ATARI_PROTOCOLS``; ``runtime.env_options`` builds these
+  ``impala_jax.config.ATARI_PROTOCOLS``; ``envs.factory.env_options`` builds these
   options from a ``Config``.
   """
   img_height: int = 84

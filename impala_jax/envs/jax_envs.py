@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from impala_jax.config import GYMNAX_PREFIX
 from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
 
 # gymnax's MinAtar scatters ints into bool grids; jax warns about it at
@@ -60,7 +61,7 @@ from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
 warnings.filterwarnings('ignore', message='scatter inputs have incompatible',
                         category=FutureWarning)
 
-PREFIX = 'gymnax:'
+PREFIX = GYMNAX_PREFIX
 
 # gymnax environments with discrete actions and array observations that
 # need no download (MNISTBandit does; the continuous-action ones are out).

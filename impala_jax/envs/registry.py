@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 from typing import Any, Optional
 
+from impala_jax.config import DMLAB_PREFIX, GYMNAX_PREFIX
 from impala_jax.envs.base import BatchedEnv, EnvSpec
 from impala_jax.envs.envpool_env import (AtariOptions, EnvpoolEnv,
                                          make_envpool_spec, resolve_kwargs,
                                          spec_from_envpool)
 
 # Prefixes reserved for backends other than envpool.
-RESERVED_PREFIXES = ('gymnax:', 'dmlab:')
+RESERVED_PREFIXES = (GYMNAX_PREFIX, DMLAB_PREFIX)
 
 
 def _all_envpool_ids() -> list[str]:
@@ -43,22 +44,17 @@ def validate_env_id(env_id: str) -> str:
   """
   if not isinstance(env_id, str) or not env_id:
     raise ValueError(f'env id must be a non-empty string, got {env_id!r}.')
-  if env_id.startswith('gymnax:'):
+  if env_id.startswith(GYMNAX_PREFIX):
     # JAX environments (the Anakin runtime): checked against their own list.
     from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
     return jax_envs.validate_gymnax_id(env_id)
-  if env_id.startswith('dmlab:'):
+  if env_id.startswith(DMLAB_PREFIX):
     # DeepMind Lab (impala_jax/envs/dmlab.py): a known level and an
     # installed deepmind_lab module, or a message saying how to build it.
     from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
     dmlab.level_name(env_id)
     dmlab.check_installed()
     return env_id
-  for prefix in RESERVED_PREFIXES:
-    if env_id.startswith(prefix):
-      raise ValueError(
-          f'{env_id!r}: the {prefix[:-1]!r} backend is not available yet; '
-          'use an envpool id such as Pong-v5 or CartPole-v1.')
   if env_id in set(_all_envpool_ids()):
     return env_id
   matches = close_matches(env_id)
@@ -71,7 +67,7 @@ def validate_env_id(env_id: str) -> str:
 
 
 def _not_envpool(env_id: str) -> None:
-  if env_id.startswith('gymnax:'):
+  if env_id.startswith(GYMNAX_PREFIX):
     raise ValueError(
         f'{env_id!r}: the \'gymnax\' backend is not available in the envpool '
         '(Sebulba) runtime; JAX environments run with --runtime=anakin '
@@ -88,7 +84,7 @@ def describe_env(env_id: str, *, atari: Optional[AtariOptions] = None,
   """
   validate_env_id(env_id)
   _not_envpool(env_id)
-  if env_id.startswith('dmlab:'):
+  if env_id.startswith(DMLAB_PREFIX):
     from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
     return dmlab.describe_dmlab(env_id, kwargs.get('max_episode_steps', 0),
                                 kwargs.get('instruction_len', 0))
@@ -117,7 +113,7 @@ def make_env(env_id: str, *, num_envs: int, batch_size: Optional[int] = None,
   """
   validate_env_id(env_id)
   _not_envpool(env_id)
-  if env_id.startswith('dmlab:'):
+  if env_id.startswith(DMLAB_PREFIX):
     from impala_jax.envs import dmlab  # pylint: disable=g-import-not-at-top
     return dmlab.make_dmlab_env(env_id, num_envs=num_envs,
                                 batch_size=batch_size, seed=seed,
