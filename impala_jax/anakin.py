@@ -44,9 +44,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
-import threading
-import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import chex
@@ -55,10 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from impala_jax import acting
-from impala_jax import evaluation
 from impala_jax import learner as learner_lib
-from impala_jax import metrics as metrics_lib
 from impala_jax import networks
+from impala_jax import run_loop
 from impala_jax.config import Config
 from impala_jax.envs import factory as env_factory
 from impala_jax.envs import jax_envs
@@ -421,9 +417,8 @@ def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
                  ) -> Tuple[jax_envs.JaxEnv, List[jax.Device]]:
   """Validates an Anakin run before anything compiles.
 
-  Returns ``(env, devices)``; raises ``runtime.ConfigError`` (one line).
+  Returns ``(env, devices)``; raises ``run_loop.ConfigError`` (one line).
   """
-  from impala_jax import runtime  # pylint: disable=g-import-not-at-top
   try:
     config.validate()
     if jax.process_count() > 1:
@@ -441,12 +436,12 @@ def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
             '--runtime=sebulba.')
       env = env_factory.jax_env(config)
   except ValueError as e:
-    raise runtime.ConfigError(str(e)) from None
-  devices = runtime.select_devices(config.learner_devices, 'learner_devices')
+    raise run_loop.ConfigError(str(e)) from None
+  devices = run_loop.select_devices(config.learner_devices, 'learner_devices')
   error = networks.torso_fit_error(config.torso, env.spec.obs_shape,
                                    config.env)
   if error:
-    raise runtime.ConfigError(error)
+    raise run_loop.ConfigError(error)
   return env, devices
 
 
@@ -511,13 +506,12 @@ def train_anakin(config: Config, logdir: str, *,
     on_call: optional callback ``(update_count, metrics)`` after each call.
 
   Returns:
-    ``runtime.RunResult``. Raises ``runtime.ConfigError`` before compiling
+    ``run_loop.RunResult``. Raises ``run_loop.ConfigError`` before compiling
     for bad settings.
   """
-  from impala_jax import runtime  # pylint: disable=g-import-not-at-top
   env, devices = check_config(config, env)
   spec = env.spec
-  network, train_state, checkpointer, resume = runtime.start_run(
+  network, train_state, checkpointer, resume = run_loop.start_run(
       config, spec, logdir, resume)
   actor_state = jax.jit(functools.partial(init_actor_state, env, network))(
       _env_keys(config.seed, config.batch_size))
@@ -529,95 +523,70 @@ def train_anakin(config: Config, logdir: str, *,
       flat = checkpointer.restore_extra(_flat_leaves(actor_state),
                                         int(meta['update_count']))
       if flat is None:
-        raise runtime.ConfigError(
+        raise run_loop.ConfigError(
             f'checkpoint {meta["update_count"]} in {checkpointer.directory} '
             'has no environment state: it was not written by the Anakin '
             'runtime.')
       try:
         actor_state = _from_flat(flat, actor_state)
       except ValueError as e:
-        raise runtime.ConfigError(str(e)) from None
+        raise run_loop.ConfigError(str(e)) from None
       log.info('resumed from update %d, frame %d',
                int(train_state.update_count), train_state.frames)
   start_update = int(train_state.update_count)
-  runtime._write_config(logdir, config, spec, start_update)  # pylint: disable=protected-access
-
+  run_loop.write_config(logdir, config, spec, start_update)
   runner = AnakinRunner(config, env, network, devices, train_state,
                         actor_state)
-  writer = metrics_lib.MetricsWriter(
-      logdir, resume_from_frames=runner.frames if resume else None)
-  progress_line = metrics_lib.Progress(config.total_frames) if progress else None
-  episodes = metrics_lib.EpisodeStats()
-  rate = metrics_lib.RateMeter(runner.frames)
+  return run_loop.run(
+      config, AnakinTrainer(runner, start_update), logdir=logdir,
+      checkpointer=checkpointer, network=network, resume=resume,
+      start_update=start_update,
+      wall_time_before=float(meta.get('wall_time', 0.0)), progress=progress,
+      handle_signals=handle_signals, on_step=on_call)
 
-  stop_signal = threading.Event()
-  restore_signals = runtime.set_on_signals(stop_signal, handle_signals)
 
-  wall_start = time.time() - float(meta.get('wall_time', 0.0))
-  last_log = last_ckpt = time.monotonic()
-  pending = {'games': 0, 'return_sum': 0.0, 'length_sum': 0.0}
-  total_games = 0
-  updates = start_update
-  next_eval = runner.frames + config.eval_every_frames
-  evaluator = (evaluation.PeriodicEvaluator(config, network)
-               if config.eval_every_frames else None)
+class AnakinTrainer:
+  """The Anakin layout as a ``run_loop.Trainer``: each ``step`` is one call
+  of the compiled program (``updates_per_call`` updates, acting included);
+  checkpoints also hold the environments' state and keys."""
 
-  def save():
-    checkpointer.save(runner.train_state(), {
-        'frames': runner.frames, 'update_count': updates,
-        'wall_time': time.time() - wall_start, 'runtime': 'anakin',
-        'config': runtime.config_dict(config)},
-        extra=_flat_leaves(runner.actor_state()))
+  def __init__(self, runner: AnakinRunner, start_update: int):
+    self.runner = runner
+    self.updates = start_update
 
-  try:
-    while runner.frames < config.total_frames and not stop_signal.is_set():
-      metrics, games = runner.run()
-      updates += runner.updates_per_call
-      host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      returns, lengths = recent_games(games)
-      episodes.add(returns, lengths)
-      ended = int(host.pop('games'))
-      total_games += ended
-      pending['games'] += ended
-      pending['return_sum'] += host.pop('games_return_sum')
-      pending['length_sum'] += host.pop('games_length_sum')
-      if on_call is not None:
-        on_call(updates, host)
-      now = time.monotonic()
-      done = runner.frames >= config.total_frames
-      if now - last_log >= config.log_every_seconds or done:
-        last_log = now
-        n = pending['games']
-        row = {
-            'frames': runner.frames, 'updates': updates,
-            'sps': rate.rate(runner.frames),
-            'episode_return': pending['return_sum'] / n if n else math.nan,
-            'episode_length': pending['length_sum'] / n if n else math.nan,
-            'episodes': n, 'policy_lag': 0.0, 'policy_lag_max': 0,
-            'wall_time': time.time() - wall_start,
-        }
-        row.update(host)
-        row['skipped_updates'] = int(host.get('skipped_updates', 0))
-        pending = {'games': 0, 'return_sum': 0.0, 'length_sum': 0.0}
-        episodes.drain()
-        writer.write(row)
-        if progress_line:
-          progress_line.update(row['frames'], row['sps'],
-                               row['episode_return'], extra='anakin')
-      if config.eval_every_frames and runner.frames >= next_eval:
-        next_eval += config.eval_every_frames
-        writer.write(evaluator.row(runner, updates))
-      if now - last_ckpt >= config.checkpoint_every_seconds:
-        last_ckpt = now
-        save()
-    save()
-  finally:
-    restore_signals()
-    if progress_line:
-      progress_line.done()
-    writer.close()
-    checkpointer.close()
-  return runtime.RunResult(
-      frames=runner.frames, updates=updates, episodes=total_games,
-      recent_returns=episodes.last_returns(100),
-      stopped_by_signal=stop_signal.is_set())
+  @property
+  def frames(self) -> int:
+    return self.runner.frames
+
+  def params(self):
+    return self.runner.params()
+
+  def step(self, stop) -> Optional[run_loop.StepOutput]:
+    if stop.is_set():
+      return None
+    metrics, games = self.runner.run()
+    self.updates += self.runner.updates_per_call
+    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    returns, lengths = recent_games(games)
+    tally = (int(host.pop('games')), host.pop('games_return_sum'),
+             host.pop('games_length_sum'))
+    return run_loop.StepOutput(self.runner.updates_per_call, host, returns,
+                               lengths, game_tally=tally)
+
+  def log_columns(self) -> Dict[str, Any]:
+    return {'policy_lag': 0.0, 'policy_lag_max': 0}
+
+  def progress_note(self, row: Dict[str, Any]) -> str:
+    return 'anakin'
+
+  def save(self, checkpointer, meta: Dict[str, Any]) -> None:
+    checkpointer.save(self.runner.train_state(), {
+        'frames': self.runner.frames, 'update_count': self.updates,
+        'runtime': 'anakin', **meta},
+        extra=_flat_leaves(self.runner.actor_state()))
+
+  def close(self) -> None:
+    pass
+
+  def raise_errors(self) -> None:
+    pass

@@ -41,7 +41,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -358,31 +358,39 @@ class EpisodeStats:
 
   def __init__(self, history: int = 100):
     self._lock = threading.Lock()
-    self._returns: List[float] = []
-    self._lengths: List[float] = []
+    self._pending = [0, 0.0, 0.0]   # games, return sum, length sum
     self._recent = collections.deque(maxlen=history)
     self.total_episodes = 0
 
-  def add(self, returns: Sequence[float], lengths: Sequence[float]):
+  def add(self, returns: Sequence[float], lengths: Sequence[float], *,
+          tally: Optional[Tuple[int, float, float]] = None):
+    """Games that ended: their returns and lengths (kept as the recent
+    history). ``tally``: ``(count, return_sum, length_sum)`` of all games
+    that ended, when that is more than the lists hold (the Anakin layout
+    counts every game on the device but lists only the last few); by
+    default the lists are the tally."""
     returns = [float(r) for r in np.asarray(returns).reshape(-1)]
     lengths = [float(n) for n in np.asarray(lengths).reshape(-1)]
     if len(returns) != len(lengths):
       raise ValueError(f'{len(returns)} returns but {len(lengths)} lengths.')
+    if tally is None:
+      tally = (len(returns), float(sum(returns)), float(sum(lengths)))
     with self._lock:
-      self._returns.extend(returns)
-      self._lengths.extend(lengths)
       self._recent.extend(returns)
-      self.total_episodes += len(returns)
+      self._pending[0] += int(tally[0])
+      self._pending[1] += float(tally[1])
+      self._pending[2] += float(tally[2])
+      self.total_episodes += int(tally[0])
 
   def drain(self) -> Dict[str, float]:
     """Means since the last drain (nan when none) and the count; clears."""
     with self._lock:
-      returns, self._returns = self._returns, []
-      lengths, self._lengths = self._lengths, []
+      (n, return_sum, length_sum), self._pending = self._pending, [0, 0.0,
+                                                                   0.0]
     return {
-        'episode_return': float(np.mean(returns)) if returns else math.nan,
-        'episode_length': float(np.mean(lengths)) if lengths else math.nan,
-        'episodes': len(returns),
+        'episode_return': return_sum / n if n else math.nan,
+        'episode_length': length_sum / n if n else math.nan,
+        'episodes': n,
     }
 
   def last_returns(self, n: int = 100) -> List[float]:

@@ -1,5 +1,6 @@
-"""The outer shell: devices, actor threads, the queue, the params store, the
-learner loop, metrics, checkpoints, signals and error propagation.
+"""The envpool (Sebulba) layout: devices, actor threads, the queue and the
+params store, as a ``run_loop.Trainer`` (the loop, metrics, checkpoints and
+signals are ``run_loop``'s, shared with the Anakin layout).
 
 Sebulba layout (one host)::
 
@@ -14,21 +15,17 @@ Sebulba layout (one host)::
 ``sync=True`` runs acting and learning alternately in the main thread: for a
 given seed the run is deterministic (tests use it).
 
-Failure behaviour (DESIGN.md): an exception in any thread ends the run with
+Failure behaviour (docs/ARCHITECTURE.md): an exception in any thread ends the run with
 that exception; SIGINT/SIGTERM finish the current update, write a
 checkpoint and return normally; a run resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import queue
-import signal
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -36,15 +33,16 @@ import numpy as np
 
 from impala_jax import acting
 from impala_jax import actor as actor_lib
-from impala_jax import checkpoint as checkpoint_lib
-from impala_jax import evaluation
+from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=unused-import
 from impala_jax import learner as learner_lib
-from impala_jax import metrics as metrics_lib
 from impala_jax import networks
-from impala_jax.config import (Config, atari_protocol_changes,
-                               describe_atari_protocol)
-from impala_jax.envs import env_family
+from impala_jax import run_loop
+from impala_jax.config import Config
 from impala_jax.envs import factory as env_factory
+# The run shell's names, importable from here as before.
+from impala_jax.run_loop import (ConfigError, RunResult, config_dict,  # pylint: disable=unused-import
+                                 select_devices, set_on_signals, start_run,
+                                 write_config)
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +51,7 @@ log = logging.getLogger(__name__)
 FAULT_ENV_VAR = 'IMPALA_JAX_FAULT_INJECTION'
 
 
-class ConfigError(ValueError):
-  """A bad flag or an inconsistent set-up, found before anything compiles."""
-
-
-@dataclasses.dataclass
-class RunResult:
-  frames: int
-  updates: int
-  episodes: int
-  recent_returns: List[float]
-  stopped_by_signal: bool = False
-  local_frames: int = 0     # frames this process's actors contributed
-  params: Any = None        # final parameters (host NumPy pytree)
-
-
 # --------------------------------------------------------------- set-up ---
-def select_devices(indices: Sequence[int], what: str) -> List[jax.Device]:
-  devices = jax.local_devices()
-  bad = [i for i in indices if not 0 <= i < len(devices)]
-  if bad:
-    raise ConfigError(
-        f'--{what}={",".join(map(str, indices))}: index {bad[0]} is out of '
-        f'range; this host has {len(devices)} device(s) '
-        f'(valid indices 0..{len(devices) - 1}).')
-  if len(set(indices)) != len(indices):
-    raise ConfigError(f'--{what} lists a device twice: {list(indices)}.')
-  return [devices[i] for i in indices]
-
-
 def check_config(config: Config):
   """Validates everything that can be checked before compiling.
 
@@ -118,43 +88,6 @@ def global_learner_devices(indices: Sequence[int]) -> List[jax.Device]:
     local = jax.local_devices(process_index=p)
     devices.extend(local[i] for i in indices)
   return devices
-
-
-def set_on_signals(event: threading.Event,
-                   enabled: bool = True) -> Callable[[], None]:
-  """SIGINT/SIGTERM set ``event`` (the run then finishes its update,
-  checkpoints and returns) instead of raising. Only from the main thread
-  (elsewhere, or with ``enabled=False``, nothing is installed). Returns a
-  function that restores the previous handlers."""
-  previous = {}
-  if enabled and threading.current_thread() is threading.main_thread():
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      previous[sig] = signal.signal(sig, lambda signum, frame: event.set())
-  def restore():
-    for sig, handler in previous.items():
-      signal.signal(sig, handler)
-  return restore
-
-
-def start_run(config: Config, spec, logdir: str, resume: Optional[bool],
-              is_primary: bool = True):
-  """The start every runtime shares: the run directory, the network, the
-  freshly initialised ``TrainState`` (the template a checkpoint restores
-  into) and the checkpointer of ``logdir/checkpoints``.
-
-  Returns ``(network, template_state, checkpointer, resume)``, where
-  ``resume`` is resolved (None: True when a checkpoint exists).
-  """
-  os.makedirs(logdir, exist_ok=True)
-  ckpt_dir = os.path.join(logdir, 'checkpoints')
-  if resume is None:
-    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
-  network = learner_lib.make_network(config, spec.num_actions)
-  template = learner_lib.init_train_state(
-      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
-      jax.random.PRNGKey(config.seed))
-  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=is_primary)
-  return network, template, checkpointer, resume
 
 
 # ------------------------------------------------------- params store ---
@@ -223,6 +156,111 @@ def _fault_after() -> int:
 
 
 # --------------------------------------------------------------- train ---
+class SebulbaTrainer:
+  """The envpool layout as a ``run_loop.Trainer``: actor threads (or, with
+  ``sync=True``, the main thread) fill a bounded queue of trajectories; each
+  ``step`` takes one and makes one ``Learner.update``, then publishes the
+  parameters to the actors."""
+
+  def __init__(self, config: Config, spec, learner, actors,
+               store: ParamsStore, start_update: int, sync: bool):
+    self.config, self.spec, self.learner = config, spec, learner
+    self.actors = actors          # each reads its params from ``store``
+    self.store = store
+    self.sync = sync
+    self.updates = start_update
+    self.local_frames = 0
+    self._lags: List[int] = []
+    self._stop = threading.Event()
+    self._errors: list = []
+    self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
+    self._fail_after = _fault_after()
+    self._produced = 0
+    self._multi_process = jax.process_count() > 1
+    self._threads = []
+    if not sync:
+      self._threads = [
+          _ActorThread(i, actor, self._queue, self._stop, self._errors,
+                       self._fail_after if i == 0 else -1)
+          for i, actor in enumerate(actors)]
+      for t in self._threads:
+        t.start()
+
+  @property
+  def frames(self) -> int:
+    return self.learner.frames
+
+  def params(self):
+    return self.learner.params()
+
+  def _next_item(self, stop: threading.Event):
+    """The next (trajectory, stats); None when the run should stop."""
+    if stop.is_set():
+      return None
+    if self.sync:
+      if 0 <= self._fail_after <= self._produced:
+        raise RuntimeError(f'injected fault in actor-0 after '
+                           f'{self._produced} trajectories')
+      self._produced += 1
+      actor = self.actors[self._produced % len(self.actors)]
+      return actor.next_trajectory()
+    while True:
+      if self._errors:
+        if self._multi_process:
+          return None  # stop with the others; the error is raised at exit
+        self.raise_errors()
+      if stop.is_set():
+        return None
+      try:
+        return self._queue.get(timeout=0.1)
+      except queue.Empty:
+        continue
+
+  def step(self, stop: threading.Event) -> Optional[run_loop.StepOutput]:
+    item = self._next_item(stop)
+    if self._multi_process and _any_process(item is None):
+      return None  # every process leaves after the same update
+    if item is None:
+      return None
+    trajectory, stats = item
+    self.local_frames += (int(np.prod(trajectory.actions.shape))
+                          * self.spec.action_repeat)
+    self._lags.extend((self.updates - trajectory.param_version).tolist())
+    metrics = self.learner.update(trajectory)
+    self.updates += 1
+    self.store.publish(self.learner.params(), self.updates)
+    return run_loop.StepOutput(1, metrics, stats.game_returns,
+                               stats.game_lengths)
+
+  def log_columns(self) -> Dict[str, Any]:
+    lags, self._lags = self._lags, []
+    return {'policy_lag': float(np.mean(lags)) if lags else 0.0,
+            'policy_lag_max': int(np.max(lags)) if lags else 0,
+            'queue_size': self._queue.qsize()}
+
+  def progress_note(self, row: Dict[str, Any]) -> str:
+    return f'lag {row["policy_lag"]:.1f}'
+
+  def save(self, checkpointer, meta: Dict[str, Any]) -> None:
+    state = self.learner.state()
+    checkpointer.save(state, {'frames': state.frames,
+                              'update_count': int(state.update_count),
+                              **meta})
+
+  def close(self) -> None:
+    self._stop.set()
+    for t in self._threads:
+      t.join(timeout=5.0)
+    for actor in self.actors:
+      actor.env.close()
+
+  def raise_errors(self) -> None:
+    if self._errors:
+      name, error = self._errors[0]
+      raise RuntimeError(f'{name} failed: {type(error).__name__}: {error}'
+                         ) from error
+
+
 def train(config: Config, logdir: str, *, sync: bool = False,
           resume: Optional[bool] = None, progress: bool = True,
           handle_signals: bool = True,
@@ -249,7 +287,6 @@ def train(config: Config, logdir: str, *, sync: bool = False,
   local_batch = config.batch_size // jax.process_count()
   network, template, checkpointer, resume = start_run(
       config, spec, logdir, resume, is_primary=primary)
-  rng = template.rng
   meta: Dict[str, Any] = {}
   state = template
   if resume:
@@ -260,10 +297,10 @@ def train(config: Config, logdir: str, *, sync: bool = False,
                state.frames)
   learner = learner_lib.Learner(
       config, network, learner_devices, spec.obs_shape, spec.obs_dtype,
-      spec.action_repeat, rng, state=state)
+      spec.action_repeat, template.rng, state=state)
   start_update = int(state.update_count)
   if primary:
-    _write_config(logdir, config, spec, start_update)
+    write_config(logdir, config, spec, start_update)
 
   store = ParamsStore(learner.params(), start_update)
   policy_step = acting.make_policy_step(network)
@@ -281,179 +318,11 @@ def train(config: Config, logdir: str, *, sync: bool = False,
         batch_size=local_batch, discount=config.discount,
         device=actor_devices[i % len(actor_devices)], seed=seed,
         policy_step=policy_step))
-
-  writer = metrics_lib.MetricsWriter(
-      logdir, resume_from_frames=learner.frames if resume else None,
-      is_primary=primary)
-  progress_line = (metrics_lib.Progress(config.total_frames)
-                   if progress and primary else None)
-  episodes = metrics_lib.EpisodeStats()
-  rate = metrics_lib.RateMeter()
-  rate.rate(learner.frames)
-
-  stop = threading.Event()
-  stop_signal = threading.Event()
-  errors: list = []
-  trajectories: queue.Queue = queue.Queue(maxsize=config.queue_size)
-  threads = []
-  restore_signals = set_on_signals(stop_signal, handle_signals)
-
-  fail_after = _fault_after()
-  multi_process = jax.process_count() > 1
-  if not sync:
-    for i, actor in enumerate(actors):
-      threads.append(_ActorThread(i, actor, trajectories, stop, errors,
-                                  fail_after if i == 0 else -1))
-    for t in threads:
-      t.start()
-
-  def next_item():
-    """The next (trajectory, stats); None when the run should stop."""
-    if stop_signal.is_set():
-      return None
-    if sync:
-      if 0 <= fail_after <= sync_state['produced']:
-        raise RuntimeError(f'injected fault in actor-0 after '
-                           f'{sync_state["produced"]} trajectories')
-      sync_state['produced'] += 1
-      actor = actors[sync_state['produced'] % len(actors)]
-      return actor.next_trajectory()
-    while True:
-      if errors:
-        if multi_process:
-          return None  # stop with the others; the error is raised below
-        name, error = errors[0]
-        raise RuntimeError(f'{name} failed: {type(error).__name__}: '
-                           f'{error}') from error
-      if stop_signal.is_set():
-        return None
-      try:
-        return trajectories.get(timeout=0.1)
-      except queue.Empty:
-        continue
-
-  sync_state = {'produced': 0}
-  last_log = last_ckpt = time.monotonic()
-  metrics: Dict[str, Any] = {}
-  lags: List[int] = []
-  updates = start_update
-  local_frames = 0
-  next_eval = learner.frames + config.eval_every_frames
-  evaluator = (evaluation.PeriodicEvaluator(config, network)
-               if config.eval_every_frames else None)
-  wall_start = time.time() - float(meta.get('wall_time', 0.0))
-  try:
-    while learner.frames < config.total_frames:
-      item = next_item()
-      if multi_process and _any_process(item is None):
-        break  # every process leaves after the same update
-      if item is None:
-        break
-      trajectory, stats = item
-      local_frames += (int(np.prod(trajectory.actions.shape))
-                       * spec.action_repeat)
-      lags.extend((updates - trajectory.param_version).tolist())
-      episodes.add(stats.game_returns, stats.game_lengths)
-      metrics = learner.update(trajectory)
-      updates += 1
-      store.publish(learner.params(), updates)
-      if on_update is not None:
-        on_update(updates, metrics)
-      now = time.monotonic()
-      done = learner.frames >= config.total_frames
-      if now - last_log >= config.log_every_seconds or done:
-        last_log = now
-        row = _log_row(learner, updates, metrics, episodes, lags, rate,
-                       trajectories.qsize(), time.time() - wall_start)
-        lags = []
-        writer.write(row)
-        if progress_line:
-          progress_line.update(row['frames'], row['sps'],
-                               row['episode_return'],
-                               extra=f'lag {row["policy_lag"]:.1f}')
-      if config.eval_every_frames and learner.frames >= next_eval:
-        next_eval += config.eval_every_frames
-        if primary:
-          writer.write(evaluator.row(learner, updates))
-      if now - last_ckpt >= config.checkpoint_every_seconds:
-        last_ckpt = now
-        _save(checkpointer, learner, config, wall_start)
-    _save(checkpointer, learner, config, wall_start)
-  finally:
-    stop.set()
-    for t in threads:
-      t.join(timeout=5.0)
-    for actor in actors:
-      actor.env.close()
-    restore_signals()
-    if progress_line:
-      progress_line.done()
-    writer.close()
-  if errors:
-    name, error = errors[0]
-    raise RuntimeError(f'{name} failed: {type(error).__name__}: {error}'
-                       ) from error
-  return RunResult(frames=learner.frames, updates=updates,
-                   episodes=episodes.total_episodes, recent_returns=list(
-                       episodes.last_returns(100)),
-                   stopped_by_signal=stop_signal.is_set(),
-                   local_frames=local_frames,
-                   params=jax.device_get(learner.params()))
-
-
-def _log_row(learner, updates, metrics, episodes, lags, rate, queue_size,
-             wall_time) -> Dict[str, Any]:
-  host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  ep = episodes.drain()
-  row = {
-      'frames': learner.frames, 'updates': updates,
-      'sps': rate.rate(learner.frames),
-      'episode_return': ep['episode_return'],
-      'episode_length': ep['episode_length'], 'episodes': ep['episodes'],
-      'policy_lag': float(np.mean(lags)) if lags else 0.0,
-      'policy_lag_max': int(np.max(lags)) if lags else 0,
-      'queue_size': queue_size, 'wall_time': wall_time,
-  }
-  row.update(host)
-  row['skipped_updates'] = int(host.get('skipped_updates', 0))
-  return row
-
-
-def _save(checkpointer, learner, config, wall_start) -> None:
-  state = learner.state()
-  checkpointer.save(state, {
-      'frames': state.frames, 'update_count': int(state.update_count),
-      'wall_time': time.time() - wall_start,
-      'config': config_dict(config)})
-
-
-def config_dict(config: Config) -> Dict[str, Any]:
-  """The config as a JSON-ready dict (tuples become lists)."""
-  return {k: list(v) if isinstance(v, tuple) else v
-          for k, v in dataclasses.asdict(config).items()}
-
-
-def _write_config(logdir: str, config: Config, spec, start_update: int):
-  path = os.path.join(logdir, 'config.json')
-  payload = {
-      'config': config_dict(config),
-      'env_spec': {'env_id': spec.env_id, 'obs_shape': list(spec.obs_shape),
-                   'obs_dtype': str(np.dtype(spec.obs_dtype)),
-                   'num_actions': spec.num_actions,
-                   'action_repeat': spec.action_repeat,
-                   'max_episode_steps': spec.max_episode_steps,
-                   'envpool_kwargs': spec.envpool_kwargs},
-      'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
-      'started_at_update': start_update,
-  }
-  if env_family(config.env) == 'atari':
-    # The protocol by name, and where this run departs from it (the
-    # effective envpool arguments are in env_spec.envpool_kwargs).
-    payload['atari_protocol'] = {
-        'name': config.atari_protocol,
-        'departures': atari_protocol_changes(config),
-        'description': describe_atari_protocol(config)}
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(payload, f, indent=2, default=str)
-  os.replace(tmp, path)
+  trainer = SebulbaTrainer(config, spec, learner, actors, store,
+                           start_update, sync)
+  return run_loop.run(
+      config, trainer, logdir=logdir, checkpointer=checkpointer,
+      network=network, resume=resume, start_update=start_update,
+      wall_time_before=float(meta.get('wall_time', 0.0)), progress=progress,
+      handle_signals=handle_signals, is_primary=primary, on_step=on_update,
+      local_frames=lambda: trainer.local_frames)

@@ -1,0 +1,302 @@
+"""The run shell both layouts share: start-up, the loop, and shutdown.
+
+A layout (the envpool actors of ``runtime``, the compiled program of
+``anakin``) is a ``Trainer``: something that makes learning steps and
+reports what each learned from. ``run`` drives one through a run:
+
+* resume bookkeeping, ``config.json`` (``write_config``) and the metrics
+  writer (CSV + TensorBoard, truncated to the checkpoint on resume);
+* the schedule: a metrics row every ``log_every_seconds`` and at the end,
+  an evaluation every ``eval_every_frames`` (``evaluation
+  .PeriodicEvaluator``), a checkpoint every ``checkpoint_every_seconds`` and
+  at exit;
+* SIGINT/SIGTERM (``set_on_signals``): finish the step, checkpoint, return;
+* shutdown in every case (the trainer closed, handlers restored, files
+  closed), then the trainer's own errors re-raised;
+* the ``RunResult``.
+
+Failure behaviour is in docs/ARCHITECTURE.md ("When things go wrong").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from typing import (Any, Callable, Dict, List, Optional, Protocol, Sequence,
+                    Tuple)
+
+import jax
+import numpy as np
+
+from impala_jax import checkpoint as checkpoint_lib
+from impala_jax import evaluation
+from impala_jax import learner as learner_lib
+from impala_jax import metrics as metrics_lib
+from impala_jax.config import (Config, atari_protocol_changes,
+                               describe_atari_protocol)
+from impala_jax.envs import env_family
+
+
+class ConfigError(ValueError):
+  """A bad flag or an inconsistent set-up, found before anything compiles."""
+
+
+@dataclasses.dataclass
+class RunResult:
+  frames: int
+  updates: int
+  episodes: int
+  recent_returns: List[float]
+  stopped_by_signal: bool = False
+  local_frames: int = 0     # frames this process's actors contributed
+  params: Any = None        # final parameters (host NumPy pytree)
+
+
+@dataclasses.dataclass
+class StepOutput:
+  """What one ``Trainer.step`` learned from.
+
+  ``updates``: learner updates it made; ``metrics``: the last update's
+  metrics (device or host scalars); ``game_returns`` / ``game_lengths``:
+  games that ended in the data (the recent-games history);
+  ``game_tally``: ``(count, return_sum, length_sum)`` of *all* games that
+  ended when the trainer counts more than it lists (Anakin), else None.
+  """
+  updates: int
+  metrics: Dict[str, Any]
+  game_returns: Sequence[float]
+  game_lengths: Sequence[float]
+  game_tally: Optional[Tuple[int, float, float]] = None
+
+
+class Trainer(Protocol):
+  """A layout, as ``run`` sees it."""
+  frames: int          # frames learned from so far (all processes)
+
+  def step(self, stop: threading.Event) -> Optional[StepOutput]:
+    """Learns from the next batch(es); None when the run should stop
+    (``stop`` set, or, with several processes, any process stopping)."""
+
+  def params(self) -> Any:
+    """The current parameters (for evaluation)."""
+
+  def log_columns(self) -> Dict[str, Any]:
+    """The layout's own metrics columns since the last row."""
+
+  def progress_note(self, row: Dict[str, Any]) -> str:
+    """A few words for the live progress line."""
+
+  def save(self, checkpointer, meta: Dict[str, Any]) -> None:
+    """Checkpoints the learner state (and the layout's extras) with
+    ``meta`` (wall time, config)."""
+
+  def close(self) -> None:
+    """Releases threads and environments; never raises for their errors."""
+
+  def raise_errors(self) -> None:
+    """Re-raises the first error of a thread the trainer ran, if any."""
+
+
+# --------------------------------------------------------------- set-up ---
+def select_devices(indices: Sequence[int], what: str) -> List[jax.Device]:
+  devices = jax.local_devices()
+  bad = [i for i in indices if not 0 <= i < len(devices)]
+  if bad:
+    raise ConfigError(
+        f'--{what}={",".join(map(str, indices))}: index {bad[0]} is out of '
+        f'range; this host has {len(devices)} device(s) '
+        f'(valid indices 0..{len(devices) - 1}).')
+  if len(set(indices)) != len(indices):
+    raise ConfigError(f'--{what} lists a device twice: {list(indices)}.')
+  return [devices[i] for i in indices]
+
+
+def set_on_signals(event: threading.Event,
+                   enabled: bool = True) -> Callable[[], None]:
+  """SIGINT/SIGTERM set ``event`` (the run then finishes its update,
+  checkpoints and returns) instead of raising. Only from the main thread
+  (elsewhere, or with ``enabled=False``, nothing is installed). Returns a
+  function that restores the previous handlers."""
+  previous = {}
+  if enabled and threading.current_thread() is threading.main_thread():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      previous[sig] = signal.signal(sig, lambda signum, frame: event.set())
+  def restore():
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+  return restore
+
+
+def start_run(config: Config, spec, logdir: str, resume: Optional[bool],
+              is_primary: bool = True):
+  """The start every layout shares: the run directory, the network, the
+  freshly initialised ``TrainState`` (the template a checkpoint restores
+  into) and the checkpointer of ``logdir/checkpoints``.
+
+  Returns ``(network, template_state, checkpointer, resume)``, where
+  ``resume`` is resolved (None: True when a checkpoint exists).
+  """
+  os.makedirs(logdir, exist_ok=True)
+  ckpt_dir = os.path.join(logdir, 'checkpoints')
+  if resume is None:
+    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
+  network = learner_lib.make_network(config, spec.num_actions)
+  template = learner_lib.init_train_state(
+      config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
+      jax.random.PRNGKey(config.seed))
+  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=is_primary)
+  return network, template, checkpointer, resume
+
+
+def config_dict(config: Config) -> Dict[str, Any]:
+  """The config as a JSON-ready dict (tuples become lists)."""
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(config).items()}
+
+
+def write_config(logdir: str, config: Config, spec, start_update: int):
+  """``logdir/config.json``: the config, the environment's spec (with the
+  effective envpool arguments), the Atari protocol, JAX and devices
+  (written atomically)."""
+  path = os.path.join(logdir, 'config.json')
+  payload = {
+      'config': config_dict(config),
+      'env_spec': {'env_id': spec.env_id, 'obs_shape': list(spec.obs_shape),
+                   'obs_dtype': str(np.dtype(spec.obs_dtype)),
+                   'num_actions': spec.num_actions,
+                   'action_repeat': spec.action_repeat,
+                   'max_episode_steps': spec.max_episode_steps,
+                   'envpool_kwargs': spec.envpool_kwargs},
+      'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
+      'started_at_update': start_update,
+  }
+  if env_family(config.env) == 'atari':
+    # The protocol by name, and where this run departs from it (the
+    # effective envpool arguments are in env_spec.envpool_kwargs).
+    payload['atari_protocol'] = {
+        'name': config.atari_protocol,
+        'departures': atari_protocol_changes(config),
+        'description': describe_atari_protocol(config)}
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(payload, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------- loop ---
+def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
+        network, resume: bool, start_update: int, wall_time_before: float,
+        progress: bool = True, handle_signals: bool = True,
+        is_primary: bool = True,
+        on_step: Optional[Callable[[int, Any], None]] = None,
+        local_frames: Callable[[], int] = lambda: 0) -> RunResult:
+  """Drives ``trainer`` until ``config.total_frames`` frames were learned
+  from (or a signal, or an error).
+
+  Args:
+    config: the run's config (its schedule fields).
+    trainer: the layout.
+    logdir: the run directory (``metrics.csv``, TensorBoard events).
+    checkpointer: the run's ``Checkpointer``; closed at the end.
+    network: the ``AgentNetwork`` (periodic evaluation).
+    resume: the run resumed from a checkpoint (the metrics files are then
+      cut back to its frames).
+    start_update: the update count the run starts from.
+    wall_time_before: wall-clock seconds of the run before this process
+      (from the checkpoint; 0 for a fresh run).
+    progress: print the live progress line (primary process only).
+    handle_signals: SIGINT/SIGTERM stop the run cleanly (main thread only).
+    is_primary: this process writes files and evaluates.
+    on_step: ``(update_count, metrics)`` after every step.
+    local_frames: this process's contribution (``RunResult.local_frames``).
+  """
+  writer = metrics_lib.MetricsWriter(
+      logdir, resume_from_frames=trainer.frames if resume else None,
+      is_primary=is_primary)
+  progress_line = (metrics_lib.Progress(config.total_frames)
+                   if progress and is_primary else None)
+  episodes = metrics_lib.EpisodeStats()
+  rate = metrics_lib.RateMeter(trainer.frames)
+  evaluator = (evaluation.PeriodicEvaluator(config, network)
+               if config.eval_every_frames else None)
+  stop_signal = threading.Event()
+  restore_signals = set_on_signals(stop_signal, handle_signals)
+  wall_start = time.time() - wall_time_before
+  last_log = last_ckpt = time.monotonic()
+  next_eval = trainer.frames + config.eval_every_frames
+  updates = start_update
+  metrics: Dict[str, Any] = {}
+
+  def save():
+    trainer.save(checkpointer, {'wall_time': time.time() - wall_start,
+                                'config': config_dict(config)})
+
+  try:
+    try:
+      while trainer.frames < config.total_frames:
+        out = trainer.step(stop_signal)
+        if out is None:
+          break
+        updates += out.updates
+        metrics = out.metrics
+        episodes.add(out.game_returns, out.game_lengths,
+                     tally=out.game_tally)
+        if on_step is not None:
+          on_step(updates, metrics)
+        now = time.monotonic()
+        done = trainer.frames >= config.total_frames
+        if now - last_log >= config.log_every_seconds or done:
+          last_log = now
+          row = _row(trainer, updates, metrics, episodes, rate,
+                     time.time() - wall_start)
+          writer.write(row)
+          if progress_line:
+            progress_line.update(row['frames'], row['sps'],
+                                 row['episode_return'],
+                                 extra=trainer.progress_note(row))
+        if evaluator is not None and trainer.frames >= next_eval:
+          next_eval += config.eval_every_frames
+          if is_primary:
+            writer.write(evaluator.row(trainer, updates))
+        if now - last_ckpt >= config.checkpoint_every_seconds:
+          last_ckpt = now
+          save()
+      save()
+    finally:
+      trainer.close()
+  finally:
+    restore_signals()
+    if progress_line:
+      progress_line.done()
+    writer.close()
+    checkpointer.close()
+  trainer.raise_errors()
+  return RunResult(frames=trainer.frames, updates=updates,
+                   episodes=episodes.total_episodes,
+                   recent_returns=list(episodes.last_returns(100)),
+                   stopped_by_signal=stop_signal.is_set(),
+                   local_frames=local_frames(),
+                   params=jax.device_get(trainer.params()))
+
+
+def _row(trainer: Trainer, updates: int, metrics, episodes, rate,
+         wall_time: float) -> Dict[str, Any]:
+  """One ``metrics.csv`` row: progress, the games since the last row, the
+  layout's columns, the wall time, the last update's metrics."""
+  host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  ep = episodes.drain()
+  row = {
+      'frames': trainer.frames, 'updates': updates,
+      'sps': rate.rate(trainer.frames),
+      'episode_return': ep['episode_return'],
+      'episode_length': ep['episode_length'], 'episodes': ep['episodes'],
+      **trainer.log_columns(),
+      'wall_time': wall_time,
+  }
+  row.update(host)
+  row['skipped_updates'] = int(host.get('skipped_updates', 0))
+  return row
