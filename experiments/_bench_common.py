@@ -12,7 +12,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from impala_jax import learner as learner_lib
+from impala_jax.core import learner as learner_lib
 from impala_jax import testing
 from impala_jax.config import Config
 

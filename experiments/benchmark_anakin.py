@@ -43,7 +43,7 @@ from experiments import _bench_common as common
 from impala_jax import anakin
 from impala_jax import config as config_lib
 from impala_jax import presets
-from impala_jax import learner as learner_lib
+from impala_jax.core import learner as learner_lib
 from impala_jax import runtime
 
 _CARTPOLE_B = flags.DEFINE_list(

@@ -14,7 +14,7 @@ timed as the median of many calls with ``block_until_ready``, two ways:
 
 The candidates:
 
-* ``ours``: ``impala_jax.vtrace.vtrace``, one reverse-time ``lax.scan`` over
+* ``ours``: ``impala_jax.core.vtrace.vtrace``, one reverse-time ``lax.scan`` over
   the time-major ``[T, B]`` batch;
 * ``vmap_unrolled``: V-trace for one ``[T]`` trajectory written with a Python
   loop over time (unrolled at trace time), ``vmap``ped over the batch -- the
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impala_jax import vtrace as vtrace_lib
+from impala_jax.core import vtrace as vtrace_lib
 
 _T = flags.DEFINE_list('T', ['20', '80'], 'Unroll lengths to time.')
 _B = flags.DEFINE_list('B', ['32', '256', '4096'], 'Batch sizes to time.')

@@ -57,7 +57,7 @@ def load_run(logdir: str, step=None):
   import jax  # pylint: disable=g-import-not-at-top
   from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import learner as learner_lib  # pylint: disable=g-import-not-at-top
 
   if not os.path.isdir(logdir):
     raise UsageError(f'--logdir={logdir}: no such directory.')

@@ -33,10 +33,10 @@ from typing import Callable, List, Optional, Tuple
 import jax
 import numpy as np
 
-from impala_jax import acting
-from impala_jax import networks
+from impala_jax.core import acting
+from impala_jax.core import networks
 from impala_jax.envs.base import BatchedEnv
-from impala_jax.types import AgentInput, Trajectory
+from impala_jax.core.types import AgentInput, Trajectory
 
 # () -> (params, version): the newest published parameters.
 ParamsSource = Callable[[], Tuple[object, int]]

@@ -51,14 +51,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impala_jax import acting
-from impala_jax import learner as learner_lib
-from impala_jax import networks
+from impala_jax.core import acting
+from impala_jax.core import learner as learner_lib
+from impala_jax.core import networks
 from impala_jax import run_loop
 from impala_jax.config import Config
 from impala_jax.envs import factory as env_factory
 from impala_jax.envs import jax_envs
-from impala_jax.types import AgentInput, CoreState, Trajectory
+from impala_jax.core.types import AgentInput, CoreState, Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from impala_jax.learner import TrainState
+from impala_jax.core.learner import TrainState
 
 _ARRAY_FIELDS = ('params', 'opt_state', 'rng', 'update_count',
                  'skipped_updates')

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 # 'soft_asymmetric': scalable_agent's experiment.py (the released code
 # behind the paper's DMLab runs); 'soft_asymmetric_paper': the formula the
-# paper prints. ``impala_jax.learner.clip_rewards`` gives both.
+# paper prints. ``impala_jax.core.learner.clip_rewards`` gives both.
 REWARD_CLIPPING = ('none', 'abs_one', 'soft_asymmetric',
                    'soft_asymmetric_paper')
 # 'auto': Anakin for JAX environment ids (gymnax:...), Sebulba otherwise.

@@ -39,8 +39,8 @@ from typing import Any, List, Optional, Sequence
 import jax
 import numpy as np
 
-from impala_jax import acting
-from impala_jax import networks
+from impala_jax.core import acting
+from impala_jax.core import networks
 from impala_jax.envs.base import BatchedEnv
 
 
@@ -344,7 +344,7 @@ def evaluate_config(config, params, *, num_games: int, greedy: bool = False,
   both runtimes). ``num_envs`` defaults to ``min(num_games, 8)``;
   environments are seeded from ``seed`` and closed before returning.
   ``step_fn``: a prebuilt ``make_eval_step(network, greedy)``."""
-  from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import learner as learner_lib  # pylint: disable=g-import-not-at-top
   if network is None:
     network = learner_lib.make_network(config, env_spec(config).num_actions)
   n = num_envs or min(num_games, 8)

@@ -34,7 +34,7 @@ import numpy as np
 
 from impala_jax import checkpoint as checkpoint_lib
 from impala_jax import evaluation
-from impala_jax import learner as learner_lib
+from impala_jax.core import learner as learner_lib
 from impala_jax import metrics as metrics_lib
 from impala_jax.config import (Config, atari_protocol_changes,
                                describe_atari_protocol)

@@ -31,11 +31,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from impala_jax import acting
+from impala_jax.core import acting
 from impala_jax import actor as actor_lib
 from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=unused-import
-from impala_jax import learner as learner_lib
-from impala_jax import networks
+from impala_jax.core import learner as learner_lib
+from impala_jax.core import networks
 from impala_jax import run_loop
 from impala_jax.config import Config
 from impala_jax.envs import factory as env_factory

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from impala_jax.types import AgentInput, Trajectory
+from impala_jax.core.types import AgentInput, Trajectory
 
 
 def synthetic_trajectory(seed: int, unroll_length: int, batch_size: int,

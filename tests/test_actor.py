@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from impala_jax import actor as actor_lib
-from impala_jax import losses
-from impala_jax import networks
+from impala_jax.core import losses
+from impala_jax.core import networks
 from impala_jax.envs import ScriptedEnv
 from impala_jax.envs.scripted import OBS_ACTION, OBS_ENV, OBS_EPISODE, OBS_STEP
 

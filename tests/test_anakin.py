@@ -18,8 +18,8 @@ from impala_jax import actor as actor_lib
 from impala_jax import anakin
 from impala_jax import config as config_lib
 from impala_jax import presets
-from impala_jax import learner as learner_lib
-from impala_jax import networks
+from impala_jax.core import learner as learner_lib
+from impala_jax.core import networks
 from impala_jax import runtime
 from impala_jax.checkpoint import Checkpointer
 from impala_jax.envs import ScriptedEnv, describe_env, make_env, validate_env_id

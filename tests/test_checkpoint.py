@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from impala_jax import learner as learner_lib
+from impala_jax.core import learner as learner_lib
 from impala_jax.checkpoint import Checkpointer
 from impala_jax.config import Config
 from impala_jax.testing import synthetic_trajectory
@@ -147,7 +147,7 @@ _WRITER = textwrap.dedent('''
     import sys
     import jax, numpy as np
     from impala_jax.checkpoint import Checkpointer
-    from impala_jax.learner import TrainState
+    from impala_jax.core.learner import TrainState
     ckpt = Checkpointer(sys.argv[1], max_to_keep=100)
     for step in range(1, 1000):
       state = TrainState(

@@ -133,8 +133,8 @@ def test_evaluation_plays_fake_dmlab_games(fake_lab):
   import jax  # pylint: disable=g-import-not-at-top
   from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
-  from impala_jax import networks  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import networks  # pylint: disable=g-import-not-at-top
   network = learner_lib.make_network(
       config_lib.Config(torso='shallow', use_lstm=True, lstm_size=16), 9)
   params = network.init(jax.random.PRNGKey(0),
@@ -169,8 +169,8 @@ def test_language_levels_carry_the_instruction_to_the_network(fake_lab):
   import dataclasses  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from impala_jax import learner as learner_lib  # pylint: disable=g-import-not-at-top
-  from impala_jax import networks  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from impala_jax.core import networks  # pylint: disable=g-import-not-at-top
   from impala_jax import suites  # pylint: disable=g-import-not-at-top
   from impala_jax.envs import describe_env, make_env  # pylint: disable=g-import-not-at-top
   from impala_jax.envs.factory import env_options  # pylint: disable=g-import-not-at-top

@@ -18,8 +18,8 @@ import pytest
 from impala_jax import config as config_lib
 from impala_jax import presets
 from impala_jax import evaluation
-from impala_jax import learner as learner_lib
-from impala_jax import networks
+from impala_jax.core import learner as learner_lib
+from impala_jax.core import networks
 from impala_jax.envs import jax_envs
 from impala_jax.envs.scripted import ScriptedEnv
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from impala_jax import learner as learner_lib
+from impala_jax.core import learner as learner_lib
 from impala_jax.config import Config
 from impala_jax.testing import synthetic_trajectory
 

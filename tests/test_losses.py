@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from impala_jax import losses
+from impala_jax.core import losses
 from reference import vtrace_reference
 
 

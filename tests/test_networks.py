@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from impala_jax import networks
-from impala_jax.networks import AgentNetwork
-from impala_jax.types import AgentInput
+from impala_jax.core import networks
+from impala_jax.core.networks import AgentNetwork
+from impala_jax.core.types import AgentInput
 
 T, B, A = 3, 2, 6
 PIXELS = (4, 84, 84)

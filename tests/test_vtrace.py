@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from impala_jax import vtrace as vtrace_lib
+from impala_jax.core import vtrace as vtrace_lib
 from reference import n_step_returns_reference, vtrace_reference
 
 

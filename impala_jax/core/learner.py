@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from impala_jax import losses
-from impala_jax import networks
+from impala_jax.core import losses
+from impala_jax.core import networks
 from impala_jax.config import Config
-from impala_jax.types import Trajectory
+from impala_jax.core.types import Trajectory
 
 AXIS = 'learner_devices'
 Metrics = dict

@@ -16,7 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from impala_jax import vtrace as vtrace_lib
+from impala_jax.core import vtrace as vtrace_lib
 
 Array = jax.Array
 

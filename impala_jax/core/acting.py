@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impala_jax import networks
-from impala_jax.types import AgentInput
+from impala_jax.core import networks
+from impala_jax.core.types import AgentInput
 
 # (params, inputs [b], core_state, key) -> (actions [b] int32,
 #  logits [b, A], core_state)

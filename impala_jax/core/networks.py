@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from impala_jax import config as config_lib
-from impala_jax.types import AgentInput, AgentOutput, CoreState
+from impala_jax.core.types import AgentInput, AgentOutput, CoreState
 
 Array = jax.Array
 
