@@ -27,7 +27,7 @@ so the host never holds a float copy. Float observations are used as given.
 
 Speed: ``AgentNetwork.unroll`` runs the torso once over the flattened
 ``[T*B, ...]`` batch and scans only the LSTM core over time. Convolutions
-inside ``lax.scan`` are about 10x slower on CPU (DESIGN.md, Pitfalls).
+inside ``lax.scan`` are about 10x slower on CPU (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

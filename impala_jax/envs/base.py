@@ -33,7 +33,7 @@ Time alignment (this is the part that bites, envpool#257, cleanrl#562)::
   (discount 0) wins when an episode both ends and hits the time limit on the
   same step. ``truncated`` means "cut by the time limit, bootstrap".
 
-Whole-game statistics (what curves show; DESIGN.md "Reported scores"):
+Whole-game statistics (what curves show; docs/ARCHITECTURE.md, "Conventions"):
 with Atari's ``episodic_life=True`` every life loss is a terminal row, but
 the game goes on. ``game_over`` is True only on the row where the whole game
 ends (all lives lost, or truncated), and ``game_return`` / ``game_length``
