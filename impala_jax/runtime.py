@@ -156,24 +156,19 @@ def _fault_after() -> int:
 
 
 # --------------------------------------------------------------- train ---
-class SebulbaTrainer:
-  """The envpool layout as a ``run_loop.Trainer``: actor threads (or, with
-  ``sync=True``, the main thread) fill a bounded queue of trajectories; each
-  ``step`` takes one and makes one ``Learner.update``, then publishes the
-  parameters to the actors."""
+class ActorPool:
+  """The envpool actors as a trajectory source: ``next`` gives the next
+  ``(trajectory, stats)`` from whichever actor thread finished one (or,
+  with ``sync=True``, acts in the calling thread, actors in turn);
+  ``close`` stops the threads and closes the environments."""
 
-  def __init__(self, config: Config, spec, learner, actors,
-               store: ParamsStore, start_update: int, sync: bool):
-    self.config, self.spec, self.learner = config, spec, learner
-    self.actors = actors          # each reads its params from ``store``
-    self.store = store
+  def __init__(self, actors: Sequence[actor_lib.Actor], queue_size: int,
+               sync: bool):
+    self.actors = list(actors)
     self.sync = sync
-    self.updates = start_update
-    self.local_frames = 0
-    self._lags: List[int] = []
     self._stop = threading.Event()
     self._errors: list = []
-    self._queue: queue.Queue = queue.Queue(maxsize=config.queue_size)
+    self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
     self._fail_after = _fault_after()
     self._produced = 0
     self._multi_process = jax.process_count() > 1
@@ -182,19 +177,17 @@ class SebulbaTrainer:
       self._threads = [
           _ActorThread(i, actor, self._queue, self._stop, self._errors,
                        self._fail_after if i == 0 else -1)
-          for i, actor in enumerate(actors)]
+          for i, actor in enumerate(self.actors)]
       for t in self._threads:
         t.start()
 
-  @property
-  def frames(self) -> int:
-    return self.learner.frames
+  def qsize(self) -> int:
+    return self._queue.qsize()
 
-  def params(self):
-    return self.learner.params()
-
-  def _next_item(self, stop: threading.Event):
-    """The next (trajectory, stats); None when the run should stop."""
+  def next(self, stop: threading.Event):
+    """The next ``(trajectory, stats)``; None when the run should stop
+    (``stop`` set; with several processes also when an actor failed: the
+    error is raised at exit, after every process stopped)."""
     if stop.is_set():
       return None
     if self.sync:
@@ -207,7 +200,7 @@ class SebulbaTrainer:
     while True:
       if self._errors:
         if self._multi_process:
-          return None  # stop with the others; the error is raised at exit
+          return None
         self.raise_errors()
       if stop.is_set():
         return None
@@ -216,8 +209,42 @@ class SebulbaTrainer:
       except queue.Empty:
         continue
 
+  def close(self) -> None:
+    self._stop.set()
+    for t in self._threads:
+      t.join(timeout=5.0)
+    for actor in self.actors:
+      actor.env.close()
+
+  def raise_errors(self) -> None:
+    if self._errors:
+      name, error = self._errors[0]
+      raise RuntimeError(f'{name} failed: {type(error).__name__}: {error}'
+                         ) from error
+
+
+class SebulbaTrainer:
+  """The envpool layout as a ``run_loop.Trainer``: each ``step`` takes the
+  next trajectory from the ``ActorPool``, makes one ``Learner.update`` and
+  publishes the parameters to the actors."""
+
+  def __init__(self, spec, learner, pool: ActorPool, store: ParamsStore,
+               start_update: int):
+    self.spec, self.learner, self.pool, self.store = spec, learner, pool, store
+    self.updates = start_update
+    self.local_frames = 0
+    self._lags: List[int] = []
+    self._multi_process = jax.process_count() > 1
+
+  @property
+  def frames(self) -> int:
+    return self.learner.frames
+
+  def params(self):
+    return self.learner.params()
+
   def step(self, stop: threading.Event) -> Optional[run_loop.StepOutput]:
-    item = self._next_item(stop)
+    item = self.pool.next(stop)
     if self._multi_process and _any_process(item is None):
       return None  # every process leaves after the same update
     if item is None:
@@ -236,7 +263,7 @@ class SebulbaTrainer:
     lags, self._lags = self._lags, []
     return {'policy_lag': float(np.mean(lags)) if lags else 0.0,
             'policy_lag_max': int(np.max(lags)) if lags else 0,
-            'queue_size': self._queue.qsize()}
+            'queue_size': self.pool.qsize()}
 
   def progress_note(self, row: Dict[str, Any]) -> str:
     return f'lag {row["policy_lag"]:.1f}'
@@ -248,17 +275,10 @@ class SebulbaTrainer:
                               **meta})
 
   def close(self) -> None:
-    self._stop.set()
-    for t in self._threads:
-      t.join(timeout=5.0)
-    for actor in self.actors:
-      actor.env.close()
+    self.pool.close()
 
   def raise_errors(self) -> None:
-    if self._errors:
-      name, error = self._errors[0]
-      raise RuntimeError(f'{name} failed: {type(error).__name__}: {error}'
-                         ) from error
+    self.pool.raise_errors()
 
 
 def train(config: Config, logdir: str, *, sync: bool = False,
@@ -318,8 +338,9 @@ def train(config: Config, logdir: str, *, sync: bool = False,
         batch_size=local_batch, discount=config.discount,
         device=actor_devices[i % len(actor_devices)], seed=seed,
         policy_step=policy_step))
-  trainer = SebulbaTrainer(config, spec, learner, actors, store,
-                           start_update, sync)
+  trainer = SebulbaTrainer(spec, learner,
+                           ActorPool(actors, config.queue_size, sync), store,
+                           start_update)
   return run_loop.run(
       config, trainer, logdir=logdir, checkpointer=checkpointer,
       network=network, resume=resume, start_update=start_update,
