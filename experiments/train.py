@@ -183,7 +183,7 @@ def main(argv):
   if runtime.env_family(config.env) == 'atari':
     print(config_lib.describe_atari_protocol(config), flush=True)
   try:
-    if config.runtime == 'anakin' or config.env.startswith('gymnax:'):
+    if config.runtime == 'anakin' or config.env.startswith(config_lib.GYMNAX_PREFIX):
       # JAX environments: acting and learning in one compiled program.
       from impala_jax import anakin  # pylint: disable=import-outside-toplevel
       result = anakin.train_anakin(config, logdir, resume=FLAGS.resume,

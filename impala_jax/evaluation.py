@@ -39,6 +39,7 @@ from typing import Any, List, Optional, Sequence
 import jax
 import numpy as np
 
+from impala_jax.config import DMLAB_PREFIX, GYMNAX_PREFIX
 from impala_jax.core import acting
 from impala_jax.core import networks
 from impala_jax.envs.base import BatchedEnv
@@ -178,13 +179,13 @@ def _upscale(img: np.ndarray, min_size: int = 168) -> np.ndarray:
 def render_observation(obs: np.ndarray, env_id: str = '') -> np.ndarray:
   """One observation as an RGB ``uint8 [H, W, 3]`` frame (see module doc)."""
   obs = np.asarray(obs)
-  if obs.ndim == 3 and obs.shape[0] == 3 and env_id.startswith('dmlab:'):
+  if obs.ndim == 3 and obs.shape[0] == 3 and env_id.startswith(DMLAB_PREFIX):
     if obs.shape[1] % 2:                           # the instruction row
       obs = obs[:, :-1]
     img = np.transpose(obs, (1, 2, 0))             # CHW RGB (DMLab)
   elif obs.ndim == 3 and obs.shape[-1] == 3:        # HWC RGB
     img = obs
-  elif obs.ndim == 3 and env_id.startswith('gymnax:'):
+  elif obs.ndim == 3 and env_id.startswith(GYMNAX_PREFIX):
     img = _colour_channels(obs)                     # MinAtar [C, 10, 10]
   elif obs.ndim == 3:                               # stacked gray (Atari)
     img = np.repeat(obs[-1][..., None], 3, axis=-1)

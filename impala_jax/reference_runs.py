@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from impala_jax import scores as scores_lib
+from impala_jax.config import GYMNAX_PREFIX
 from impala_jax.metrics import read_metrics
 
 REFERENCE_SUITES = ('minatar', 'atari')
@@ -67,7 +68,7 @@ def reference_root(suite: str) -> str:
 def game_key(game: str) -> str:
   """``'gymnax:Breakout-MinAtar'`` / ``'gymnax_Breakout-MinAtar'`` (a
   results-tree directory) -> ``'Breakout-MinAtar'``."""
-  for prefix in ('gymnax:', 'gymnax_'):
+  for prefix in (GYMNAX_PREFIX, GYMNAX_PREFIX.replace(':', '_')):
     if game.startswith(prefix):
       return game[len(prefix):]
   return game
