@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: train test bench install clean reproduce-minatar
+.PHONY: train test bench install clean reproduce-minatar reproduce-atari
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP)
 # then 100 evaluation games per run); resumable: re-run to continue.
 reproduce-minatar: $(STAMP)
 	$(PY) -m experiments.reproduce --suite=minatar --root=runs/minatar
+
+# Atari from pixels on this CPU: Pong-v5 to 20M frames (cpu_pong, ~70 min on
+# 2 cores) and the `make train` game (2 seeds), then 30 evaluation games
+# each; resumable.
+reproduce-atari: $(STAMP)
+	$(PY) -m experiments.reproduce --suite=atari --root=runs/atari
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

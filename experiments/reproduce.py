@@ -2,6 +2,7 @@ r"""Reproduces a shipped results table from scratch: train, evaluate, compare.
 
   python -m experiments.reproduce --suite=minatar --root=runs/minatar
   make reproduce-minatar                      # the same, into runs/minatar
+  make reproduce-atari                        # --suite=atari into runs/atari
 
 For ``--suite=minatar``: the four MinAtar games (``--preset=minatar``, each
 game with its per-game settings from the preset) x ``--seeds`` (default
@@ -12,6 +13,13 @@ then ``ROOT/results.md``: per game every seed's evaluation score and wall
 time, the mean over seeds, the published baselines
 (``impala_jax/data/minatar_published.csv``) and whether the target is met;
 and ``ROOT/plots/`` (the curves overlaid on the shipped reference runs).
+
+For ``--suite=atari``: Pong-v5 with ``--preset=cpu_pong`` (seed 1, 20M
+frames) and the ``make train`` game with ``--preset=cpu_atari`` (seeds 1
+and 2), each evaluated on 30 whole games; ``results.md`` has each run's
+score, its curve's first and last 100-game means, the frames and minutes at
+which the trailing 100-game mean first reached 0, 10 and 18 (Pong), its
+frames/s, the paper's scores and the target (``atari_published.csv``).
 
 Resumable: finished trainings and evaluations (``eval.json`` of the final
 checkpoint) are skipped, an interrupted training resumes from its
