@@ -180,7 +180,8 @@ def main(argv):
         f'logdir {logdir}' + (f', {distributed.describe()}'
                               if jax.process_count() > 1 else ''),
         flush=True)
-  if runtime.env_family(config.env) == 'atari':
+  from impala_jax.envs import env_family  # pylint: disable=import-outside-toplevel
+  if env_family(config.env) == 'atari':
     print(config_lib.describe_atari_protocol(config), flush=True)
   try:
     if config.runtime == 'anakin' or config.env.startswith(config_lib.GYMNAX_PREFIX):

@@ -1,8 +1,11 @@
-"""Every knob of a run in one typed dataclass, and the presets.
+"""Every knob of a run in one typed dataclass.
 
 ``Config`` is flat on purpose (one absl flag per field, one line per field in
-a run's ``config.json``). Presets are plain functions returning a ``Config``;
-``PRESETS`` maps their flag names to them.
+a run's ``config.json``). Beside it: the names its fields take (torsos,
+reward clippings, runtimes), the Atari protocols by name and the env-id
+prefixes of the non-envpool backends. The presets (named starting values)
+are ``impala_jax.presets``. This module imports nothing else of the
+package.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from typing import (Any, Callable, Dict, List, Optional, Protocol, Sequence,
@@ -273,7 +274,7 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
     if progress_line:
       progress_line.done()
     writer.close()
-    checkpointer.close()
+    _close_quietly_if_failing(checkpointer)
   trainer.raise_errors()
   return RunResult(frames=trainer.frames, updates=updates,
                    episodes=episodes.total_episodes,
@@ -281,6 +282,17 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
                    stopped_by_signal=stop_signal.is_set(),
                    local_frames=local_frames(),
                    params=jax.device_get(trainer.params()))
+
+
+def _close_quietly_if_failing(checkpointer) -> None:
+  """Closes the checkpointer (waits for pending writes); while another
+  exception is on its way out, an error here must not replace it."""
+  failing = sys.exc_info()[0] is not None
+  try:
+    checkpointer.close()
+  except Exception:  # pylint: disable=broad-except
+    if not failing:
+      raise
 
 
 def _row(trainer: Trainer, updates: int, metrics, episodes, rate,

@@ -173,13 +173,16 @@ class ActorPool:
     self._produced = 0
     self._multi_process = jax.process_count() > 1
     self._threads = []
-    if not sync:
-      self._threads = [
-          _ActorThread(i, actor, self._queue, self._stop, self._errors,
-                       self._fail_after if i == 0 else -1)
-          for i, actor in enumerate(self.actors)]
-      for t in self._threads:
-        t.start()
+
+  def _start(self) -> None:
+    """Starts the actor threads (on the first ``next``: inside the run
+    loop, so a stop or a failure always reaches ``close``)."""
+    self._threads = [
+        _ActorThread(i, actor, self._queue, self._stop, self._errors,
+                     self._fail_after if i == 0 else -1)
+        for i, actor in enumerate(self.actors)]
+    for t in self._threads:
+      t.start()
 
   def qsize(self) -> int:
     return self._queue.qsize()
@@ -197,6 +200,8 @@ class ActorPool:
       self._produced += 1
       actor = self.actors[self._produced % len(self.actors)]
       return actor.next_trajectory()
+    if not self._threads:
+      self._start()
     while True:
       if self._errors:
         if self._multi_process:
