@@ -112,15 +112,9 @@ def preset_name() -> tuple[str, str]:
   if FLAGS.preset != 'auto':
     return FLAGS.preset, ''
   import jax  # pylint: disable=import-outside-toplevel
-  backend = jax.default_backend()
-  kind = 'cpu' if backend == 'cpu' else 'accelerator'
-  name = presets.AUTO_PRESETS[kind]
-  if kind == 'cpu':
-    return name, 'no GPU or TPU found: the CPU recipe'
   device = jax.devices()[0]
-  return name, (f'found {jax.device_count()} {backend} device(s) '
-                f'({getattr(device, "device_kind", backend)}): the '
-                f'{backend.upper()} recipe')
+  return presets.auto_preset(jax.default_backend(), jax.device_count(),
+                             getattr(device, 'device_kind', ''))
 
 
 def config_from_flags(preset: str) -> config_lib.Config:

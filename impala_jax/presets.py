@@ -125,6 +125,18 @@ PRESETS: dict[str, Callable[[], Config]] = {
 AUTO_PRESETS = {'cpu': 'cpu_atari', 'accelerator': 'paper_atari'}
 
 
+def auto_preset(backend: str, device_count: int = 1, device_kind: str = ''
+                ) -> tuple[str, str]:
+  """``(preset, why)`` for ``--preset=auto`` on a JAX ``backend``
+  (``'cpu'``, ``'gpu'``, ``'tpu'``, ...): ``AUTO_PRESETS``, and the reason
+  the first output line gives."""
+  if backend == 'cpu':
+    return AUTO_PRESETS['cpu'], 'no GPU or TPU found: the CPU recipe'
+  return AUTO_PRESETS['accelerator'], (
+      f'found {device_count} {backend} device(s) ({device_kind or backend}): '
+      f'the {backend.upper()} recipe')
+
+
 # Per-environment settings inside a preset: ``--preset=P --env=E`` starts
 # from ``PRESETS[P]()`` with ``env=E`` and ``PRESET_ENV_OVERRIDES[P][E]``
 # applied (explicit flags still override both).

@@ -7,7 +7,8 @@ so a user can overlay their own run on them (``python -m experiments.plot
   impala_jax/data/reference_runs/<suite>/<game>/seed_<s>/
       config.json    the run's config (``experiments.train`` writes it)
       metrics.csv    its trimmed curve: ``frames``, ``episode_return``,
-                     ``episode_length``, ``wall_time``, the evaluation
+                     ``episode_length``, ``episodes`` (games per row),
+                     ``wall_time``, ``entropy``, the evaluation
                      columns where logged; at most ``MAX_ROWS`` rows
       eval.json      the final evaluation (``experiments.evaluate --json``)
       DONE           the sweep's marker: frames, date, the training
@@ -39,8 +40,9 @@ from impala_jax.metrics import read_metrics
 
 REFERENCE_SUITES = ('minatar', 'atari')
 MAX_ROWS = 300
-CURVE_COLUMNS = ('frames', 'episode_return', 'episode_length', 'wall_time',
-                 'entropy', 'eval_return_mean', 'eval_return_median')
+CURVE_COLUMNS = ('frames', 'episode_return', 'episode_length', 'episodes',
+                 'wall_time', 'entropy', 'eval_return_mean',
+                 'eval_return_median')
 # The shipped games and their environment ids (--env of experiments.train).
 SUITE_ENV_IDS = {
     'minatar': ('gymnax:Breakout-MinAtar', 'gymnax:SpaceInvaders-MinAtar',

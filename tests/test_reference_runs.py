@@ -230,3 +230,35 @@ def test_atari_table_reports_score_curve_milestones_and_target(tmp_path):
   assert cells[8] == '18 by 20M frames' and cells[9] == 'yes'
   assert '| seed_2 | - | - |' in table
   assert 'Espeholt' in table and 'Sources:' in table
+
+
+def test_shipped_atari_runs_name_the_paper_protocol():
+  """Pong (issue 14's run) and the `make train` game ship with their
+  evaluation; each ran under the protocol it names (config.json)."""
+  root = reference_runs.reference_root('atari')
+  if not os.path.isdir(root):
+    pytest.skip('no shipped Atari runs in this checkout')
+  expected = {'Pong-v5': (20_000_000, 1), 'Breakout-v5': (4_000_000, 2)}
+  for env_id, (frames, seeds) in expected.items():
+    game_dir = reference_runs.game_dir('atari', env_id)
+    runs = sorted(os.listdir(game_dir))
+    assert len(runs) >= seeds, env_id
+    for run in runs:
+      path = os.path.join(game_dir, run)
+      assert sorted(os.listdir(path)) == ['DONE', 'config.json',
+                                          'eval.json', 'metrics.csv'], path
+      with open(os.path.join(path, 'config.json')) as f:
+        saved = json.load(f)
+      kwargs = saved['env_spec']['envpool_kwargs']
+      assert (kwargs['noop_max'], kwargs['repeat_action_probability'],
+              kwargs['full_action_space']) == (30, 0.0, False), path
+      assert plotting.read_protocol(path) == 'paper'
+      rows = read_metrics(os.path.join(path, 'metrics.csv'))
+      assert float(rows[-1]['frames']) >= frames
+      assert reference_runs.read_eval(path)['num_games'] >= 30
+      assert os.path.getsize(os.path.join(path, 'metrics.csv')) < 64_000
+  table = reference_runs.atari_table(
+      {e: [os.path.join(reference_runs.game_dir('atari', e), r)
+           for r in sorted(os.listdir(reference_runs.game_dir('atari', e)))]
+       for e in expected}, {}, 30, {'Pong-v5': (0, 10, 18)})
+  assert '| Pong-v5 |' in table and '| Breakout-v5 |' in table

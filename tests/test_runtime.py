@@ -332,26 +332,18 @@ def test_atari57_machado_presets():
     config_lib.with_atari_protocol(paper, 'dqn')
 
 
-def test_auto_preset_picks_the_recipe_for_the_backend(monkeypatch):
-  import jax  # pylint: disable=import-outside-toplevel
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
-  from experiments import train  # pylint: disable=import-outside-toplevel
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-  assert flags.FLAGS['preset'].default == 'auto'
-  with flagsaver.flagsaver(preset='auto'):
-    name, why = train.preset_name()
-    assert (name, why) == (presets.AUTO_PRESETS['cpu'],
-                           'no GPU or TPU found: the CPU recipe')
-
-    class FakeGpu:
-      device_kind = 'NVIDIA H200'
-    monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-    monkeypatch.setattr(jax, 'devices', lambda: [FakeGpu()])
-    monkeypatch.setattr(jax, 'device_count', lambda: 1)
-    name, why = train.preset_name()
-    assert name == presets.AUTO_PRESETS['accelerator'] == 'paper_atari'
-    assert why == 'found 1 gpu device(s) (NVIDIA H200): the GPU recipe'
-  with flagsaver.flagsaver(preset='cartpole'):
-    assert train.preset_name() == ('cartpole', '')
+def test_auto_preset_picks_the_recipe_for_the_backend():
+  assert presets.auto_preset('cpu') == (
+      presets.AUTO_PRESETS['cpu'], 'no GPU or TPU found: the CPU recipe')
+  assert presets.AUTO_PRESETS['cpu'] == 'cpu_atari'
+  name, why = presets.auto_preset('gpu', 1, 'NVIDIA H200')
+  assert name == presets.AUTO_PRESETS['accelerator'] == 'paper_atari'
+  assert why == 'found 1 gpu device(s) (NVIDIA H200): the GPU recipe'
+  # The training program's default is auto, and it says what it picked.
+  proc = _run([sys.executable, '-m', 'experiments.train', '--total_frames=-1'],
+              timeout=120)
+  assert proc.returncode == 2 and '--total_frames must be > 0' in proc.stderr
+  proc = _run([sys.executable, '-m', 'experiments.train', '--help'],
+              timeout=120)
+  assert 'auto (default): cpu_atari on a CPU-only machine' in ' '.join(
+      proc.stdout.split())
