@@ -141,17 +141,22 @@ def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
   return runs
 
 
-def _die_with_parent():
-  """In the child before exec (Linux): SIGTERM it when the runner dies, so
-  a killed sweep never leaves a training running unseen (the training
-  checkpoints on SIGTERM and a re-run resumes it). Elsewhere: nothing."""
+def _parent_death_signal():
+  """A function for ``Popen(preexec_fn=...)`` that, in the child before
+  exec (Linux), asks for SIGTERM when the runner dies, so a killed sweep
+  never leaves a training running unseen (the training checkpoints on
+  SIGTERM and a re-run resumes it); None elsewhere. libc is loaded here,
+  in the parent: the child only makes the one call."""
   if not sys.platform.startswith('linux'):
-    return
+    return None
   try:
     import ctypes  # pylint: disable=g-import-not-at-top
-    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)
-  except (OSError, AttributeError):   # PR_SET_PDEATHSIG = 1
-    pass
+    prctl = ctypes.CDLL('libc.so.6', use_errno=True).prctl
+  except (OSError, AttributeError):
+    return None
+  def set_signal():
+    prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+  return set_signal
 
 
 def _start(run: Run, cwd: str):
@@ -163,7 +168,7 @@ def _start(run: Run, cwd: str):
   run.log.flush()
   run.process = subprocess.Popen(run.command, stdout=run.log,
                                  stderr=subprocess.STDOUT, cwd=cwd,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=_parent_death_signal())
   run.status = 'running'
   run.started = time.monotonic()
   print(f'start  {run.env_id} seed {run.seed} -> {run.logdir}', flush=True)
