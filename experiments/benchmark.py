@@ -44,6 +44,7 @@ import jax
 
 from experiments import _bench_common as common
 from impala_jax import presets
+from impala_jax import run_loop
 from impala_jax import runtime
 from impala_jax.envs import factory as env_factory
 from impala_jax.metrics import read_metrics
@@ -146,7 +147,7 @@ def main(argv):
           'machine': common.machine_info(), 'preset': _PRESET.value,
           'env': config.env, 'frames_definition':
               f'env steps x action repeat {repeat}',
-          'config': runtime.config_dict(config),
+          'config': run_loop.config_dict(config),
           'env_fps': env['fps'], 'learner_fps': learner_fps,
           'learner_fps_device_resident': learner['fps'],
           'pipeline_fps': pipeline_fps, 'ratio': ratio,

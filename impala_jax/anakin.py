@@ -59,9 +59,6 @@ from impala_jax.core import learner as learner_lib
 from impala_jax.core import networks
 from impala_jax.core.anakin_program import (AXIS, ActorState, Games, Policy,
                                             init_actor_state, make_train_fn)
-# The program's pieces tests and users reach through this module.
-from impala_jax.core.anakin_program import actor_state_from_reset  # pylint: disable=unused-import
-from impala_jax.core.anakin_program import rollout  # pylint: disable=unused-import
 from impala_jax.envs import factory as env_factory
 from impala_jax.envs import jax_envs
 
@@ -330,7 +327,6 @@ def train_anakin(config: Config, logdir: str, *,
   return run_loop.run(
       config, AnakinTrainer(runner, start_update), logdir=logdir,
       checkpointer=checkpointer, network=network, resume=resume,
-      start_update=start_update,
       wall_time_before=float(meta.get('wall_time', 0.0)), progress=progress,
       handle_signals=handle_signals, on_step=on_call)
 
@@ -343,6 +339,7 @@ class AnakinTrainer:
   def __init__(self, runner: AnakinRunner, start_update: int):
     self.runner = runner
     self.updates = start_update
+    self.local_frames = 0      # one process: RunResult.frames says it all
 
   @property
   def frames(self) -> int:
@@ -360,8 +357,7 @@ class AnakinTrainer:
     returns, lengths = recent_games(games)
     tally = (int(host.pop('games')), host.pop('games_return_sum'),
              host.pop('games_length_sum'))
-    return run_loop.StepOutput(self.runner.updates_per_call, host, returns,
-                               lengths, game_tally=tally)
+    return run_loop.StepOutput(host, returns, lengths, game_tally=tally)
 
   def log_columns(self) -> Dict[str, Any]:
     return {'policy_lag': 0.0, 'policy_lag_max': 0}

@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from impala_jax import config as config_lib
 from impala_jax import reference_runs
 from impala_jax import scores as scores_lib
 from impala_jax.metrics import read_metrics
@@ -55,10 +56,13 @@ def read_protocol(run_dir: str) -> str:
   kwargs = (saved.get('env_spec') or {}).get('envpool_kwargs') or {}
   if 'repeat_action_probability' not in kwargs:
     return ''
-  paper = (kwargs.get('repeat_action_probability') == 0.0 and
-           not kwargs.get('full_action_space') and
-           kwargs.get('noop_max') == 30)
-  return 'paper' if paper else 'custom'
+  # The effective envpool arguments, in the protocols' field names.
+  effective = {'noop_max': kwargs.get('noop_max'),
+               'sticky_action_prob': kwargs.get('repeat_action_probability'),
+               'full_action_space': kwargs.get('full_action_space'),
+               'use_fire_reset': kwargs.get('use_fire_reset', True)}
+  return next((name for name, fixed in config_lib.ATARI_PROTOCOLS.items()
+               if effective == fixed), 'custom')
 
 
 # Results of one tree: {game: [Curve per seed]}.

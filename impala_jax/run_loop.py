@@ -61,13 +61,12 @@ class RunResult:
 class StepOutput:
   """What one ``Trainer.step`` learned from.
 
-  ``updates``: learner updates it made; ``metrics``: the last update's
+  ``metrics``: the last update's
   metrics (device or host scalars); ``game_returns`` / ``game_lengths``:
   games that ended in the data (the recent-games history);
   ``game_tally``: ``(count, return_sum, length_sum)`` of *all* games that
   ended when the trainer counts more than it lists (Anakin), else None.
   """
-  updates: int
   metrics: Dict[str, Any]
   game_returns: Sequence[float]
   game_lengths: Sequence[float]
@@ -77,6 +76,8 @@ class StepOutput:
 class Trainer(Protocol):
   """A layout, as ``run`` sees it."""
   frames: int          # frames learned from so far (all processes)
+  updates: int         # learner updates so far (the checkpoint's count)
+  local_frames: int    # frames this process's actors contributed
 
   def step(self, stop: threading.Event) -> Optional[StepOutput]:
     """Learns from the next batch(es); None when the run should stop
@@ -190,11 +191,10 @@ def write_config(logdir: str, config: Config, spec, start_update: int):
 
 # ----------------------------------------------------------------- loop ---
 def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
-        network, resume: bool, start_update: int, wall_time_before: float,
+        network, resume: bool, wall_time_before: float,
         progress: bool = True, handle_signals: bool = True,
         is_primary: bool = True,
-        on_step: Optional[Callable[[int, Any], None]] = None,
-        local_frames: Callable[[], int] = lambda: 0) -> RunResult:
+        on_step: Optional[Callable[[int, Any], None]] = None) -> RunResult:
   """Drives ``trainer`` until ``config.total_frames`` frames were learned
   from (or a signal, or an error).
 
@@ -206,14 +206,12 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
     network: the ``AgentNetwork`` (periodic evaluation).
     resume: the run resumed from a checkpoint (the metrics files are then
       cut back to its frames).
-    start_update: the update count the run starts from.
     wall_time_before: wall-clock seconds of the run before this process
       (from the checkpoint; 0 for a fresh run).
     progress: print the live progress line (primary process only).
     handle_signals: SIGINT/SIGTERM stop the run cleanly (main thread only).
     is_primary: this process writes files and evaluates.
     on_step: ``(update_count, metrics)`` after every step.
-    local_frames: this process's contribution (``RunResult.local_frames``).
   """
   writer = metrics_lib.MetricsWriter(
       logdir, resume_from_frames=trainer.frames if resume else None,
@@ -229,7 +227,6 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
   wall_start = time.time() - wall_time_before
   last_log = last_ckpt = time.monotonic()
   next_eval = trainer.frames + config.eval_every_frames
-  updates = start_update
   metrics: Dict[str, Any] = {}
 
   def save():
@@ -242,17 +239,16 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
         out = trainer.step(stop_signal)
         if out is None:
           break
-        updates += out.updates
         metrics = out.metrics
         episodes.add(out.game_returns, out.game_lengths,
                      tally=out.game_tally)
         if on_step is not None:
-          on_step(updates, metrics)
+          on_step(trainer.updates, metrics)
         now = time.monotonic()
         done = trainer.frames >= config.total_frames
         if now - last_log >= config.log_every_seconds or done:
           last_log = now
-          row = _row(trainer, updates, metrics, episodes, rate,
+          row = _row(trainer, metrics, episodes, rate,
                      time.time() - wall_start)
           writer.write(row)
           if progress_line:
@@ -262,7 +258,7 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
         if evaluator is not None and trainer.frames >= next_eval:
           next_eval += config.eval_every_frames
           if is_primary:
-            writer.write(evaluator.row(trainer, updates))
+            writer.write(evaluator.row(trainer, trainer.updates))
         if now - last_ckpt >= config.checkpoint_every_seconds:
           last_ckpt = now
           save()
@@ -276,11 +272,11 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
     writer.close()
     _close_quietly_if_failing(checkpointer)
   trainer.raise_errors()
-  return RunResult(frames=trainer.frames, updates=updates,
+  return RunResult(frames=trainer.frames, updates=trainer.updates,
                    episodes=episodes.total_episodes,
                    recent_returns=list(episodes.last_returns(100)),
                    stopped_by_signal=stop_signal.is_set(),
-                   local_frames=local_frames(),
+                   local_frames=trainer.local_frames,
                    params=jax.device_get(trainer.params()))
 
 
@@ -295,14 +291,14 @@ def _close_quietly_if_failing(checkpointer) -> None:
       raise
 
 
-def _row(trainer: Trainer, updates: int, metrics, episodes, rate,
+def _row(trainer: Trainer, metrics, episodes, rate,
          wall_time: float) -> Dict[str, Any]:
   """One ``metrics.csv`` row: progress, the games since the last row, the
   layout's columns, the wall time, the last update's metrics."""
   host = {k: float(v) for k, v in jax.device_get(metrics).items()}
   ep = episodes.drain()
   row = {
-      'frames': trainer.frames, 'updates': updates,
+      'frames': trainer.frames, 'updates': trainer.updates,
       'sps': rate.rate(trainer.frames),
       'episode_return': ep['episode_return'],
       'episode_length': ep['episode_length'], 'episodes': ep['episodes'],

@@ -33,16 +33,14 @@ import numpy as np
 
 from impala_jax.core import acting
 from impala_jax import actor as actor_lib
-from impala_jax import checkpoint as checkpoint_lib  # pylint: disable=unused-import
 from impala_jax.core import learner as learner_lib
 from impala_jax.core import networks
 from impala_jax import run_loop
 from impala_jax.config import Config
 from impala_jax.envs import factory as env_factory
-# The run shell's names, importable from here as before.
-from impala_jax.run_loop import (ConfigError, RunResult, config_dict,  # pylint: disable=unused-import
-                                 select_devices, set_on_signals, start_run,
-                                 write_config)
+# ConfigError and RunResult are also what callers catch and get from here.
+from impala_jax.run_loop import (ConfigError, RunResult, select_devices,
+                                 start_run, write_config)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +259,7 @@ class SebulbaTrainer:
     metrics = self.learner.update(trajectory)
     self.updates += 1
     self.store.publish(self.learner.params(), self.updates)
-    return run_loop.StepOutput(1, metrics, stats.game_returns,
+    return run_loop.StepOutput(metrics, stats.game_returns,
                                stats.game_lengths)
 
   def log_columns(self) -> Dict[str, Any]:
@@ -348,7 +346,6 @@ def train(config: Config, logdir: str, *, sync: bool = False,
                            start_update)
   return run_loop.run(
       config, trainer, logdir=logdir, checkpointer=checkpointer,
-      network=network, resume=resume, start_update=start_update,
+      network=network, resume=resume,
       wall_time_before=float(meta.get('wall_time', 0.0)), progress=progress,
-      handle_signals=handle_signals, is_primary=primary, on_step=on_update,
-      local_frames=lambda: trainer.local_frames)
+      handle_signals=handle_signals, is_primary=primary, on_step=on_update)

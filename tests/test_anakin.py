@@ -18,6 +18,7 @@ from impala_jax import actor as actor_lib
 from impala_jax import anakin
 from impala_jax import config as config_lib
 from impala_jax import presets
+from impala_jax.core import anakin_program
 from impala_jax.core import learner as learner_lib
 from impala_jax.core import networks
 from impala_jax import runtime
@@ -207,9 +208,9 @@ def test_scripted_trajectory_equals_envpool_actor():
   env = jax_envs.ScriptedJaxEnv(lengths, truncate, max_episode_steps=5,
                                 num_actions=NUM_ACTIONS)
   env_state, obs = jax.vmap(env.reset_at)(jnp.arange(n))
-  actor_state = anakin.actor_state_from_reset(
+  actor_state = anakin_program.actor_state_from_reset(
       env_state, obs, network, jax.random.split(jax.random.PRNGKey(0), n))
-  roll = jax.jit(lambda s: anakin.rollout(
+  roll = jax.jit(lambda s: anakin_program.rollout(
       None, s, env=env, policy=_scripted_policy, unroll_length=T,
       discount=gamma, param_version=jnp.int32(0)))
 

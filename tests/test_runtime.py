@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from impala_jax import checkpoint as checkpoint_lib
 from impala_jax import config as config_lib
 from impala_jax import presets
 from impala_jax import runtime
@@ -63,7 +64,7 @@ def test_cartpole_learns_sync(tmp_path):
   assert int(rows[-1]['frames']) == result.frames
   config = json.loads((tmp_path / 'config.json').read_text())
   assert config['config']['env'] == 'CartPole-v1'
-  assert runtime.checkpoint_lib.Checkpointer.has_checkpoint(
+  assert checkpoint_lib.Checkpointer.has_checkpoint(
       str(tmp_path / 'checkpoints'))
 
 
