@@ -16,6 +16,13 @@ score. ``--video`` records environment 0's first game as a GIF or an MP4
 Anakin runs (``gymnax:`` environments) are evaluated on the same JAX
 environments stepped from the host (``JaxBatchedEnv``).
 
+Multi-task runs (``--env=a,b,...``): every task plays ``--num_games``
+games, each exactly as the agent trained on it (padded observations,
+reward scale); one block per task is printed and, where every task has
+reference scores, the median and mean normalised score over the tasks.
+``--json`` then holds ``{'tasks': {name: results}, ...}``; ``--video``
+records the first task.
+
 Errors (missing logdir, no checkpoint, unusable config) print one
 ``error:`` line and exit with status 2.
 """
@@ -120,6 +127,29 @@ def paper_score(env_id: str):
   return None if value is None else float(value)
 
 
+def task_summary(env_id: str, result, meta, seconds: float,
+                 scaled: float = 1.0) -> dict:
+  """One task's results as the JSON and the printout give them. Scores of
+  a task trained with a reward scale are in its scaled units (the
+  normalised score divides the scale out)."""
+  summary = result.summary()
+  summary.update(env=env_id, greedy=FLAGS.greedy, seed=FLAGS.seed,
+                 checkpoint_frames=int(meta.get('frames', 0)),
+                 checkpoint_update=int(meta.get('update_count', 0)),
+                 seconds=round(seconds, 2), returns=result.returns.tolist())
+  if scaled != 1.0:
+    summary['reward_scale'] = scaled
+  norm = normalised_score(env_id, summary['mean'] / scaled)
+  if norm is not None:
+    summary['normalised_mean'] = norm
+    summary['normalised_median'] = normalised_score(
+        env_id, summary['median'] / scaled)
+  paper = paper_score(env_id)
+  if paper is not None:
+    summary['paper_score'] = paper
+  return summary
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # orbax logs every restore step
@@ -142,43 +172,52 @@ def main(argv):
     return 2
 
   from impala_jax import evaluation  # pylint: disable=g-import-not-at-top
-  start = time.time()
-  result = evaluation.evaluate_config(
-      config, params, num_games=FLAGS.num_games, greedy=FLAGS.greedy,
-      seed=FLAGS.seed, num_envs=FLAGS.num_envs, record=bool(FLAGS.video),
-      network=network)
-  summary = result.summary()
-  summary.update(env=config.env, greedy=FLAGS.greedy, seed=FLAGS.seed,
-                 checkpoint_frames=int(meta.get('frames', 0)),
-                 checkpoint_update=int(meta.get('update_count', 0)),
-                 seconds=round(time.time() - start, 2),
-                 returns=result.returns.tolist())
-  norm = normalised_score(config.env, summary['mean'])
-  if norm is not None:
-    summary['normalised_mean'] = norm
-    summary['normalised_median'] = normalised_score(config.env,
-                                                    summary['median'])
-  paper = paper_score(config.env)
-  if paper is not None:
-    summary['paper_score'] = paper
+  from impala_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  ids, names = config_lib.tasks(config), config_lib.task_names(config)
   mode = 'greedy' if FLAGS.greedy else 'sampled'
-  print(f'{config.env}: {summary["num_games"]} games ({mode}) with the '
-        f'checkpoint at frame {summary["checkpoint_frames"]}')
-  for k in ('mean', 'median', 'std', 'min', 'max', 'mean_length'):
-    print(f'{k}: {summary[k]:.2f}')
-  if norm is not None:
-    print(f'normalised_mean: {summary["normalised_mean"]:.4f}')
-    print(f'normalised_median: {summary["normalised_median"]:.4f}')
-  if paper is not None:
-    print(f'paper_score: {paper:.2f}  (IMPALA paper, same game)')
+  per_task, frames = {}, []
+  for k, (env_id, name) in enumerate(zip(ids, names)):
+    start = time.time()
+    result = evaluation.evaluate_config(
+        config, params, num_games=FLAGS.num_games, greedy=FLAGS.greedy,
+        seed=FLAGS.seed, num_envs=FLAGS.num_envs,
+        record=bool(FLAGS.video) and k == 0, network=network, task=k)
+    frames = frames or result.frames
+    summary = task_summary(env_id, result, meta, time.time() - start,
+                           scaled=config_lib.task_reward_scale(config, k))
+    per_task[name] = summary
+    print(f'{env_id if len(ids) == 1 else name}: {summary["num_games"]} '
+          f'games ({mode}) with the checkpoint at frame '
+          f'{summary["checkpoint_frames"]}')
+    for key in ('mean', 'median', 'std', 'min', 'max', 'mean_length'):
+      print(f'{key}: {summary[key]:.2f}')
+    if 'normalised_mean' in summary:
+      print(f'normalised_mean: {summary["normalised_mean"]:.4f}')
+      print(f'normalised_median: {summary["normalised_median"]:.4f}')
+    if 'paper_score' in summary:
+      print(f'paper_score: {summary["paper_score"]:.2f}  (IMPALA paper, '
+            'same game)')
+  if len(ids) == 1:
+    summary = per_task[names[0]]
+  else:
+    summary = {'env': config.env, 'tasks': per_task, 'greedy': FLAGS.greedy,
+               'seed': FLAGS.seed}
+    normalised = [t.get('normalised_mean') for t in per_task.values()]
+    if all(v is not None for v in normalised):
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      summary['normalised_median_over_tasks'] = float(np.median(normalised))
+      summary['normalised_mean_over_tasks'] = float(np.mean(normalised))
+      print(f'over the {len(ids)} tasks: median normalised score '
+            f'{summary["normalised_median_over_tasks"]:.4f}, mean '
+            f'{summary["normalised_mean_over_tasks"]:.4f}')
   if FLAGS.video:
     try:
-      evaluation.write_video(result.frames, FLAGS.video, fps=FLAGS.video_fps)
+      evaluation.write_video(frames, FLAGS.video, fps=FLAGS.video_fps)
     except ValueError as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
     summary['video'] = FLAGS.video
-    print(f'video: {FLAGS.video} ({len(result.frames)} frames)')
+    print(f'video: {FLAGS.video} ({len(frames)} frames)')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(summary, f, indent=2)

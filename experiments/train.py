@@ -97,7 +97,8 @@ def _define_config_flags() -> dict:
       parsers[name] = _optional_float
     elif typing.get_origin(hint) is tuple:
       flags.DEFINE_list(name, None, help_text + ' Comma separated.')
-      parsers[name] = lambda v: tuple(int(x) for x in v)
+      item = typing.get_args(hint)[0]
+      parsers[name] = lambda v, item=item: tuple(item(x) for x in v)
     else:
       raise TypeError(f'no flag type for Config.{name}: {hint}')
   return parsers
@@ -135,6 +136,15 @@ def config_from_flags(preset: str) -> config_lib.Config:
   return dataclasses.replace(config, **overrides).validate()
 
 
+def _run_name(config) -> str:
+  """The default run directory's stem: the env id, or for several tasks
+  the first and the count (``Breakout-MinAtar+3``)."""
+  ids = config_lib.tasks(config)
+  if len(ids) == 1:
+    return config.env
+  return f'{config_lib.task_name(ids[0])}+{len(ids) - 1}'
+
+
 def main(argv):
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}; flags look like '
@@ -162,7 +172,7 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     return 2
   logdir = FLAGS.logdir or os.path.join(
-      'runs', f'{config.env}-{datetime.datetime.now():%Y%m%d-%H%M%S}')
+      'runs', f'{_run_name(config)}-{datetime.datetime.now():%Y%m%d-%H%M%S}')
   import jax  # pylint: disable=import-outside-toplevel
   if jax.process_count() > 1 and not FLAGS.logdir:
     print('error: multi-host runs need an explicit --logdir shared by every '
@@ -175,8 +185,13 @@ def main(argv):
                               if jax.process_count() > 1 else ''),
         flush=True)
   from impala_jax.envs import env_family  # pylint: disable=import-outside-toplevel
-  if env_family(config.env) == 'atari':
+  if env_family(config_lib.tasks(config)[0]) == 'atari':
     print(config_lib.describe_atari_protocol(config), flush=True)
+  if config_lib.num_tasks(config) > 1:
+    print(f'{config_lib.num_tasks(config)} tasks, one agent'
+          + (', PopArt' if config.popart else ', no PopArt')
+          + ': per-task columns episode_return/<task> in metrics.csv',
+          flush=True)
   try:
     if config.runtime == 'anakin' or config.env.startswith(config_lib.GYMNAX_PREFIX):
       # JAX environments: acting and learning in one compiled program.

@@ -46,6 +46,7 @@ ParamsSource = Callable[[], Tuple[object, int]]
 class RolloutStats:
   """What happened while one trajectory was collected."""
   env_steps: int = 0                 # recv rows processed (all envs)
+  task_id: int = 0                   # the task the actor plays
   game_returns: List[float] = dataclasses.field(default_factory=list)
   game_lengths: List[int] = dataclasses.field(default_factory=list)
 
@@ -63,19 +64,22 @@ class Actor:
     discount: ``gamma``.
     device: the actor device; inputs and params are placed there.
     seed: seeds the action sampling.
+    task_id: the task this actor's environments play (multi-task runs);
+      stamped on every trajectory (``Trajectory.task_id``) and its stats.
   """
 
   def __init__(self, env: BatchedEnv, network: networks.AgentNetwork,
                params_source: ParamsSource, *, unroll_length: int,
                batch_size: int, discount: float,
                device: Optional[jax.Device] = None, seed: int = 0,
-               policy_step=None):
+               policy_step=None, task_id: int = 0):
     self.env = env
     self.network = network
     self.params_source = params_source
     self.T = unroll_length
     self.batch_size = batch_size
     self.discount = discount
+    self.task_id = int(task_id)
     self.device = device or jax.local_devices()[0]
     self._policy = policy_step or acting.make_policy_step(network)
     self._key = jax.device_put(jax.random.PRNGKey(seed), self.device)
@@ -83,7 +87,7 @@ class Actor:
     self._params_version = -1
     self._started = False
     self._columns: List[Trajectory] = []
-    self._stats = RolloutStats()
+    self._stats = RolloutStats(task_id=self.task_id)
 
     n, T = env.num_envs, unroll_length
     spec = env.spec
@@ -127,8 +131,10 @@ class Actor:
       self._step()
     columns = self._columns[:self.batch_size]
     self._columns = self._columns[self.batch_size:]
-    stats, self._stats = self._stats, RolloutStats()
-    return stack_columns(columns), stats
+    stats, self._stats = self._stats, RolloutStats(task_id=self.task_id)
+    trajectory = stack_columns(columns)._replace(
+        task_id=np.full((len(columns),), self.task_id, np.int32))
+    return trajectory, stats
 
   def _step(self) -> None:
     batch = self.env.recv()
@@ -224,3 +230,29 @@ def stack_columns(columns: List[Trajectory]) -> Trajectory:
                                          *[c.core_state for c in columns])
                   if jax.tree_util.tree_leaves(first.core_state) else ()),
       param_version=np.array([c.param_version for c in columns], np.int32))
+
+
+def concat_trajectories(trajectories: List[Trajectory]) -> Trajectory:
+  """Trajectories ``[T(+1), B_i]`` joined along ``B`` (a multi-task update
+  takes one piece from several actors)."""
+  if len(trajectories) == 1:
+    return trajectories[0]
+  time_major = lambda *xs: np.concatenate(xs, axis=1)
+  batch_major = lambda *xs: np.concatenate(xs, axis=0)
+  first = trajectories[0]
+  return Trajectory(
+      inputs=jax.tree_util.tree_map(time_major,
+                                    *[t.inputs for t in trajectories]),
+      actions=time_major(*[t.actions for t in trajectories]),
+      rewards=time_major(*[t.rewards for t in trajectories]),
+      discounts=time_major(*[t.discounts for t in trajectories]),
+      behaviour_logits=time_major(*[t.behaviour_logits
+                                    for t in trajectories]),
+      mask=time_major(*[t.mask for t in trajectories]),
+      core_state=(jax.tree_util.tree_map(
+          batch_major, *[t.core_state for t in trajectories])
+                  if jax.tree_util.tree_leaves(first.core_state) else ()),
+      param_version=batch_major(*[t.param_version for t in trajectories]),
+      task_id=batch_major(*[np.zeros((t.batch_size,), np.int32)
+                            if t.task_id is None else t.task_id
+                            for t in trajectories]))

@@ -54,7 +54,7 @@ import jax
 import numpy as np
 
 from impala_jax import run_loop
-from impala_jax.config import Config
+from impala_jax.config import Config, num_tasks
 from impala_jax.core import learner as learner_lib
 from impala_jax.core import networks
 from impala_jax.core.anakin_program import (AXIS, ActorState, Games, Policy,
@@ -155,19 +155,23 @@ class AnakinRunner:
     return _unshard(self._actor_state)
 
 
-def recent_games(games: Games) -> Tuple[List[float], List[float]]:
-  """Host lists (returns, lengths) from per-device ``Games`` ``[D, ...]``,
-  each device's oldest first."""
+def recent_games(games: Games
+                 ) -> Tuple[List[float], List[float], List[int]]:
+  """Host lists (returns, lengths, task ids) from per-device ``Games``
+  (leaves ``[D, K, ...]``): each device's, task by task, oldest first."""
   games = jax.device_get(games)
-  returns, lengths = [], []
-  for d in range(np.shape(games.count)[0]):
-    count = int(games.count[d])
-    r = games.recent_return.shape[1]
-    order = np.roll(np.arange(r), -(count % r)) if count >= r else (
-        np.arange(count))
-    returns.extend(games.recent_return[d][order].tolist())
-    lengths.extend(games.recent_length[d][order].tolist())
-  return returns, lengths
+  returns, lengths, task_ids = [], [], []
+  num_devices, num_tasks = np.shape(games.count)
+  r = games.recent_return.shape[-1]
+  for d in range(num_devices):
+    for k in range(num_tasks):
+      count = int(games.count[d, k])
+      order = np.roll(np.arange(r), -(count % r)) if count >= r else (
+          np.arange(count))
+      returns.extend(games.recent_return[d, k][order].tolist())
+      lengths.extend(games.recent_length[d, k][order].tolist())
+      task_ids.extend([k] * len(order))
+  return returns, lengths, task_ids
 
 
 # ------------------------------------------------------------ set-up ---
@@ -225,11 +229,31 @@ def check_config(config: Config, env: Optional[jax_envs.JaxEnv] = None
   except ValueError as e:
     raise run_loop.ConfigError(str(e)) from None
   devices = run_loop.select_devices(config.learner_devices, 'learner_devices')
+  k = num_tasks(config)
+  if config.batch_size % (len(devices) * k):
+    raise run_loop.ConfigError(
+        f'--batch_size={config.batch_size} environments must split evenly '
+        f'over {len(devices)} device(s) x {k} task(s) (every device runs '
+        'every task).')
   error = networks.torso_fit_error(config.torso, env.spec.obs_shape,
                                    config.env)
   if error:
     raise run_loop.ConfigError(error)
   return env, devices
+
+
+def initial_actor_state(env, network: networks.AgentNetwork, config: Config,
+                        num_devices: int) -> ActorState:
+  """Freshly reset environments for a run on ``num_devices`` devices, as the
+  devices' ``[B/D, ...]`` states concatenated along the first axis (what
+  ``AnakinRunner`` splits again): each device resets its own batch, so a
+  multi-task env puts every task on every device."""
+  keys = _env_keys(config.seed, config.batch_size)
+  per_device = keys.reshape((num_devices, -1) + keys.shape[1:])
+  state = jax.jit(jax.vmap(functools.partial(init_actor_state, env,
+                                             network)))(per_device)
+  return jax.tree_util.tree_map(
+      lambda x: x.reshape((-1,) + x.shape[2:]), state)
 
 
 def _env_keys(seed: int, batch_size: int) -> jax.Array:
@@ -300,8 +324,7 @@ def train_anakin(config: Config, logdir: str, *,
   spec = env.spec
   network, train_state, checkpointer, resume = run_loop.start_run(
       config, spec, logdir, resume)
-  actor_state = jax.jit(functools.partial(init_actor_state, env, network))(
-      _env_keys(config.seed, config.batch_size))
+  actor_state = initial_actor_state(env, network, config, len(devices))
   meta: Dict[str, Any] = {}
   if resume:
     restored = checkpointer.restore(train_state)
@@ -353,11 +376,17 @@ class AnakinTrainer:
       return None
     metrics, games = self.runner.run()
     self.updates += self.runner.updates_per_call
-    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    returns, lengths = recent_games(games)
-    tally = (int(host.pop('games')), host.pop('games_return_sum'),
-             host.pop('games_length_sum'))
-    return run_loop.StepOutput(host, returns, lengths, game_tally=tally)
+    host = jax.device_get(metrics)
+    counts = np.asarray(host.pop('games'))
+    return_sums = np.asarray(host.pop('games_return_sum'))
+    length_sums = np.asarray(host.pop('games_length_sum'))
+    returns, lengths, task_ids = recent_games(games)
+    tallies = [(int(n), float(r), float(l))
+               for n, r, l in zip(counts, return_sums, length_sums)]
+    tally = (int(counts.sum()), float(return_sums.sum()),
+             float(length_sums.sum()))
+    return run_loop.StepOutput(host, returns, lengths, game_tally=tally,
+                               game_tasks=task_ids, task_tallies=tallies)
 
   def log_columns(self) -> Dict[str, Any]:
     return {'policy_lag': 0.0, 'policy_lag_max': 0}

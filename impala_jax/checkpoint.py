@@ -49,6 +49,10 @@ def _host_tree(state: TrainState) -> Dict[str, Any]:
     rng = jax.random.key_data(rng)
   tree = {name: getattr(state, name) for name in _ARRAY_FIELDS}
   tree['rng'] = rng
+  if state.popart is not None:
+    # PopArt's statistics (only in runs with --popart: the other runs'
+    # checkpoints keep their layout).
+    tree['popart'] = {'mu': state.popart.mu, 'nu': state.popart.nu}
   return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
@@ -201,7 +205,9 @@ class Checkpointer:
     state = TrainState(params=tree['params'], opt_state=tree['opt_state'],
                        rng=rng, update_count=tree['update_count'],
                        skipped_updates=tree['skipped_updates'],
-                       frames=int(meta.get('frames', 0)))
+                       frames=int(meta.get('frames', 0)),
+                       popart=(None if 'popart' not in tree else
+                               type(template.popart)(**tree['popart'])))
     return state, meta
 
   def restore_extra(self, template: Dict[str, Any], step: int

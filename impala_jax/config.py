@@ -53,7 +53,12 @@ class Config:
   presets."""
 
   # --- environment ---
-  env: str = 'Pong-v5'
+  env: str = 'Pong-v5'          # one id, or a comma-separated list of ids
+                                # for one agent trained on several tasks
+                                # (``tasks``; e.g. 'Pong-v5,Breakout-v5')
+  task_reward_scales: Tuple[float, ...] = ()  # multi-task: one factor per
+                                # task multiplying its rewards (and returns)
+                                # before anything sees them; () = all 1
   num_envs: int = 32            # environments per actor thread
   env_batch_size: int = 16      # envpool async batch (< num_envs overlaps
                                 # stepping with inference)
@@ -106,6 +111,12 @@ class Config:
                                       # 1.0 as TF1's RMSPropOptimizer (the
                                       # paper's code), 0.0 as optax's default
   max_grad_norm: float = 40.0
+  # PopArt (Hessel et al. 2019): per-task value normalisation, off by
+  # default. ``core/popart.py`` has the rules; the bounds clip sigma.
+  popart: bool = False
+  popart_beta: float = 3e-4         # step size of the running moments
+  popart_min_scale: float = 1e-4
+  popart_max_scale: float = 1e6
 
   # --- runtime ---
   runtime: str = 'auto'             # auto | sebulba (envpool) | anakin (JAX
@@ -127,6 +138,30 @@ class Config:
     def need(ok: bool, message: str):
       if not ok:
         raise ValueError(message)
+    names = self.env.split(',')
+    need(all(n.strip() == n and n for n in names),
+         f'--env must be one id or ids separated by commas (no spaces, no '
+         f'empty entries), got {self.env!r}.')
+    families = {_backend(n) for n in names}
+    need(len(families) == 1,
+         f'--env mixes backends ({", ".join(sorted(families))}): every task '
+         f'of a run must come from the same one, got {self.env!r}.')
+    need(not self.task_reward_scales or
+         len(self.task_reward_scales) == len(names),
+         f'--task_reward_scales needs one factor per task ({len(names)}), '
+         f'got {len(self.task_reward_scales)}.')
+    scales = self.task_reward_scales or (1.0,) * len(names)
+    need(len(set(zip(names, scales))) == len(names),
+         f'--env lists a task twice: {self.env!r} (the same id may appear '
+         'twice only with different --task_reward_scales).')
+    need(all(s > 0 for s in self.task_reward_scales),
+         f'--task_reward_scales must be > 0, got '
+         f'{list(self.task_reward_scales)}.')
+    need(0.0 < self.popart_beta <= 1.0,
+         f'--popart_beta must be in (0, 1], got {self.popart_beta}.')
+    need(0.0 < self.popart_min_scale < self.popart_max_scale,
+         f'--popart_min_scale must be > 0 and below --popart_max_scale, '
+         f'got {self.popart_min_scale} and {self.popart_max_scale}.')
     need(self.total_frames > 0,
          f'--total_frames must be > 0, got {self.total_frames}.')
     need(self.unroll_length >= 1,
@@ -196,6 +231,49 @@ class Config:
          f'--batch_size={self.batch_size} must be divisible by the number of '
          f'learner devices ({len(self.learner_devices)}).')
     return self
+
+
+def _backend(env_id: str) -> str:
+  for prefix in (GYMNAX_PREFIX, DMLAB_PREFIX):
+    if env_id.startswith(prefix):
+      return prefix[:-1]
+  return 'envpool'
+
+
+def tasks(config: Config) -> Tuple[str, ...]:
+  """The run's task ids, in task-id order (one for a single-task run)."""
+  return tuple(config.env.split(','))
+
+
+def num_tasks(config: Config) -> int:
+  return len(tasks(config))
+
+
+def task_name(env_id: str) -> str:
+  """A task's short name for metric columns: the id without its backend
+  prefix (``gymnax:Breakout-MinAtar`` -> ``Breakout-MinAtar``)."""
+  return env_id.split(':', 1)[1] if ':' in env_id else env_id
+
+
+def task_names(config: Config) -> Tuple[str, ...]:
+  """Each task's name for metric columns: ``task_name`` of its id, with
+  ``#k`` (its task index) added where an id appears more than once (the
+  same game at different reward scales)."""
+  ids = tasks(config)
+  return tuple(task_name(t) + (f'#{k}' if ids.count(t) > 1 else '')
+               for k, t in enumerate(ids))
+
+
+def task_config(config: Config, task: int) -> Config:
+  """The single-task config of task ``task`` (its id as ``env``; every
+  other field shared). Environments are built per task from these."""
+  return dataclasses.replace(config, env=tasks(config)[task],
+                             task_reward_scales=())
+
+
+def task_reward_scale(config: Config, task: int) -> float:
+  return (float(config.task_reward_scales[task])
+          if config.task_reward_scales else 1.0)
 
 
 def with_atari_protocol(config: Config, name: str) -> Config:

@@ -328,33 +328,43 @@ def env_spec(config):
   return factory.env_spec(config)
 
 
-def make_eval_env(config, num_envs: int, seed: int) -> BatchedEnv:
+def make_eval_env(config, num_envs: int, seed: int,
+                  task: int = 0) -> BatchedEnv:
   """Fresh environments with a run's settings (``envs.factory``): an
   envpool/DMLab pool, or for ``gymnax:`` ids a host-stepped
-  ``JaxBatchedEnv``."""
+  ``JaxBatchedEnv``; task ``task`` of a multi-task run."""
   from impala_jax.envs import factory  # pylint: disable=g-import-not-at-top
-  return factory.make_host_env(config, num_envs, seed)
+  return factory.make_host_env(config, num_envs, seed, task=task)
 
 
 def evaluate_config(config, params, *, num_games: int, greedy: bool = False,
                     seed: int = 0, num_envs: Optional[int] = None,
                     record: bool = False, network=None,
-                    step_fn=None) -> EvalResult:
+                    step_fn=None, task: int = 0) -> EvalResult:
   """Evaluates ``params`` on fresh environments made from a run's ``config``
   (``make_eval_env``; the hook periodic evaluation in ``train`` calls, for
   both runtimes). ``num_envs`` defaults to ``min(num_games, 8)``;
   environments are seeded from ``seed`` and closed before returning.
-  ``step_fn``: a prebuilt ``make_eval_step(network, greedy)``."""
+  ``step_fn``: a prebuilt ``make_eval_step(network, greedy)``. ``task``:
+  which task of a multi-task run (``evaluate_tasks`` plays them all)."""
   from impala_jax.core import learner as learner_lib  # pylint: disable=g-import-not-at-top
   if network is None:
     network = learner_lib.make_network(config, env_spec(config).num_actions)
   n = num_envs or min(num_games, 8)
-  env = make_eval_env(config, n, seed)
+  env = make_eval_env(config, n, seed, task=task)
   try:
     return evaluate(params, network, env, num_games, greedy=greedy,
                     seed=seed, record=record, step_fn=step_fn)
   finally:
     env.close()
+
+
+def evaluate_tasks(config, params, **kwargs) -> dict:
+  """``{task name: EvalResult}``: ``evaluate_config`` on every task of a
+  run (one entry for a single-task run), ``num_games`` games each."""
+  from impala_jax.config import task_names  # pylint: disable=g-import-not-at-top
+  return {name: evaluate_config(config, params, task=k, **kwargs)
+          for k, name in enumerate(task_names(config))}
 
 
 class PeriodicEvaluator:
@@ -371,10 +381,17 @@ class PeriodicEvaluator:
     """A ``metrics.csv`` row; ``learner``: anything with ``params()`` and
     ``frames`` (the envpool runtime's ``Learner``, the Anakin
     ``AnakinRunner``)."""
-    result = evaluate_config(
+    results = evaluate_tasks(
         self.config, learner.params(), num_games=self.config.eval_games,
         seed=self.config.seed + 7919 * updates, network=self.network,
         step_fn=self.step_fn)
-    return {'frames': learner.frames, 'updates': updates,
-            'eval_return_mean': result.mean,
-            'eval_return_median': result.median}
+    row = {'frames': learner.frames, 'updates': updates}
+    if len(results) == 1:
+      (result,) = results.values()
+      row.update(eval_return_mean=result.mean,
+                 eval_return_median=result.median)
+    else:   # one pair of columns per task
+      for name, result in results.items():
+        row[f'eval_return_mean/{name}'] = result.mean
+        row[f'eval_return_median/{name}'] = result.median
+    return row

@@ -414,3 +414,66 @@ class RateMeter:
     delta = frames_now - self._frames
     self._time, self._frames = now, frames_now
     return delta / elapsed if elapsed > 0 else 0.0
+
+
+class TaskEpisodeStats:
+  """Finished games of a multi-task run, per task: each task's mean return
+  and game count since the last row, and the human-normalised median and
+  mean over the tasks of each task's last ``history`` games (the curve the
+  paper plots for a suite), where every task has reference scores.
+
+  Args:
+    task_ids: the run's task ids (``config.tasks``), in task-id order.
+    names: their column names (``config.task_names``).
+    normalise: ``(task_id_string, score) -> float`` (raises ``KeyError``
+      for a task without references); None: no aggregate columns.
+    history: games per task in the aggregate.
+  """
+
+  def __init__(self, task_ids: Sequence[str], names: Sequence[str],
+               normalise=None, history: int = 100):
+    self.task_ids = list(task_ids)
+    self.names = list(names)
+    self.enabled = len(self.task_ids) > 1
+    self._stats = [EpisodeStats(history) for _ in self.task_ids]
+    self._normalise = normalise
+
+  def add(self, returns: Sequence[float], lengths: Sequence[float],
+          tasks: Optional[Sequence[int]] = None,
+          tallies: Optional[Sequence[Tuple[int, float, float]]] = None):
+    """Games that ended, with the task of each (``tasks``; None: task 0)
+    and optionally each task's full tally (``EpisodeStats.add``)."""
+    if not self.enabled:
+      return
+    returns = np.asarray(returns, np.float64).reshape(-1)
+    lengths = np.asarray(lengths, np.float64).reshape(-1)
+    tasks = (np.zeros(len(returns), np.int64) if tasks is None
+             else np.asarray(tasks, np.int64).reshape(-1))
+    if len(tasks) != len(returns):
+      raise ValueError(f'{len(returns)} returns but {len(tasks)} task ids.')
+    for k, stats in enumerate(self._stats):
+      pick = tasks == k
+      stats.add(returns[pick], lengths[pick],
+                tally=None if tallies is None else tallies[k])
+
+  def columns(self) -> Dict[str, float]:
+    """``episode_return/<task>``, ``episodes/<task>`` since the last call,
+    and ``hns_median`` / ``hns_mean`` (fractions: 1.0 = human) when every
+    task has references and games."""
+    row: Dict[str, float] = {}
+    recent = []
+    for name, task_id, stats in zip(self.names, self.task_ids, self._stats):
+      ep = stats.drain()
+      row[f'episode_return/{name}'] = ep['episode_return']
+      row[f'episodes/{name}'] = ep['episodes']
+      last = stats.last_returns()
+      recent.append((task_id, float(np.mean(last)) if last else math.nan))
+    if self._normalise is not None:
+      try:
+        values = [self._normalise(t, r) for t, r in recent]
+      except KeyError:
+        values = None
+      if values is not None and all(math.isfinite(v) for v in values):
+        row['hns_median'] = float(np.median(values))
+        row['hns_mean'] = float(np.mean(values))
+    return row

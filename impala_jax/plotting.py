@@ -69,10 +69,13 @@ def read_protocol(run_dir: str) -> str:
 Results = Dict[str, List[Curve]]
 
 
-def read_curve(path: str, run: str = '') -> Optional[Curve]:
+def read_curve(path: str, run: str = '', key: str = RETURN_KEY,
+               frames_divisor: int = 1) -> Optional[Curve]:
   """A ``Curve`` from a ``metrics.csv`` (or its directory); rows without a
   finite return (no game finished in the interval) are skipped. None when
-  the file has no such row."""
+  the file has no such row. ``key``: the return column (a multi-task run's
+  ``episode_return/<task>``); ``frames_divisor``: frames are divided by it
+  (a task's share of a multi-task run's frames)."""
   try:
     rows = read_metrics(path)
   except OSError:
@@ -80,8 +83,8 @@ def read_curve(path: str, run: str = '') -> Optional[Curve]:
   frames, returns = [], []
   for row in rows:
     try:
-      f = float(row.get(FRAMES_KEY, ''))
-      r = float(row.get(RETURN_KEY, ''))
+      f = float(row.get(FRAMES_KEY, '')) / frames_divisor
+      r = float(row.get(key, ''))
     except ValueError:
       continue
     if math.isfinite(f) and math.isfinite(r):
@@ -96,9 +99,35 @@ def read_curve(path: str, run: str = '') -> Optional[Curve]:
                read_protocol(run_dir))
 
 
+TASK_PREFIX = RETURN_KEY + '/'
+
+
+def task_curves(path: str, run: str = '') -> Dict[str, Curve]:
+  """A multi-task run's curves, ``{task: Curve}`` from its
+  ``episode_return/<task>`` columns, each over the task's share of the
+  frames (``frames / K``: the tasks get equal shares). Empty for a
+  single-task run."""
+  try:
+    rows = read_metrics(path)
+  except OSError:
+    return {}
+  names = [k[len(TASK_PREFIX):] for k in (rows[0] if rows else {})
+           if k.startswith(TASK_PREFIX)]
+  curves = {}
+  for name in names:
+    curve = read_curve(path, run, key=TASK_PREFIX + name,
+                       frames_divisor=len(names))
+    if curve is not None:
+      curves[name] = curve
+  return curves
+
+
 def load_results(root: str) -> Results:
   """``{game: [Curve, ...]}`` of ``ROOT/<game>/<run>/metrics.csv`` (runs
-  sorted by name; games and runs without data left out)."""
+  sorted by name; games and runs without data left out). A multi-task run
+  (``ROOT/<any name>/<run>/``, per-task columns) adds one curve to each of
+  its tasks instead (``task_curves``), so its games are plotted and tabled
+  beside single-task runs of the same games."""
   results: Results = {}
   if not os.path.isdir(root):
     raise FileNotFoundError(f'no results tree at {root!r}.')
@@ -110,12 +139,15 @@ def load_results(root: str) -> Results:
     for run in sorted(os.listdir(game_dir)):
       path = os.path.join(game_dir, run, 'metrics.csv')
       if os.path.isfile(path):
-        curve = read_curve(path, run)
+        per_task = task_curves(path, run)
+        for task, curve in per_task.items():
+          results.setdefault(task, []).append(curve)
+        curve = None if per_task else read_curve(path, run)
         if curve is not None:
           curves.append(curve)
     if curves:
-      results[game] = curves
-  return results
+      results.setdefault(game, []).extend(curves)
+  return {game: results[game] for game in sorted(results)}
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -110,6 +110,25 @@ MINATAR_GAME_OVERRIDES: dict[str, dict] = {
 }
 
 
+MINATAR_GAMES = ('Breakout-MinAtar', 'SpaceInvaders-MinAtar',
+                 'Asterix-MinAtar', 'Freeway-MinAtar')
+
+
+def minatar_multitask() -> Config:
+  """One agent on the four MinAtar games at once (Anakin layout): each game
+  keeps its own vmapped batch of 32 environments inside the one compiled
+  program (B = 128, so each game gets as many updates as the single-task
+  ``minatar`` preset's B=32 in the same steps per game), observations
+  zero-padded to MinAtar's largest, 7 channels, MinAtar's full action set of
+  6 for every game, the ``minatar`` preset's conv net, RMSProp lr 6e-3
+  decayed to 0, entropy 0.01, raw rewards, 10M steps per game (40M in
+  all). A value output per game; ``--popart`` normalises them (Hessel et
+  al. 2019)."""
+  return dataclasses.replace(
+      minatar(), env=','.join('gymnax:' + g for g in MINATAR_GAMES),
+      full_action_space=True, batch_size=128, total_frames=40_000_000)
+
+
 PRESETS: dict[str, Callable[[], Config]] = {
     'paper_atari': paper_atari,
     'cpu_atari': cpu_atari,
@@ -117,6 +136,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     'cartpole': cartpole,
     'cartpole_anakin': cartpole_anakin,
     'minatar': minatar,
+    'minatar_multitask': minatar_multitask,
 }
 
 
@@ -216,6 +236,49 @@ def dmlab30_preset(level: str) -> Config:
       total_frames=1_000_000_000,
       noop_max=0, max_episode_steps=0,
       instruction_len=16 if key.startswith('language_') else 0)
+
+
+def atari57_multitask() -> Config:
+  """One agent on all 57 Atari games at once, as the paper's multi-task
+  Atari-57 agent (Espeholt et al. 2018, section 5.3; Hessel et al. 2019
+  keep these settings and add PopArt, ``--popart``): the paper's Atari
+  settings (deep ResNet, unroll 20, batch 32, RMSProp lr 6e-4 decayed to
+  0, entropy 0.01, rewards clipped to [-1, 1], 30 no-op starts) with the
+  full action set of 18 for every game (one policy head), one value output
+  per game, 200M frames per game (11.4B in all), one actor thread per game
+  (``num_actors`` a multiple of 57 spreads the actors evenly). Each update
+  joins 32 single-environment unrolls from whichever actors produced them.
+  Sized for a large GPU machine."""
+  return dataclasses.replace(
+      paper_atari(), env=','.join(scores.games('atari57')),
+      full_action_space=True, num_actors=57, num_envs=8, env_batch_size=4,
+      total_frames=57 * 200_000_000)
+
+
+def dmlab30_multitask() -> Config:
+  """One agent on the 30 DMLab-30 levels at once, as the paper's DMLab-30
+  agent: the ``dmlab30:`` preset's settings (scalable_agent
+  ``experiment.py``, the released code behind the published runs, whose
+  ``--level_name=dmlab30`` also assigns actor ``i`` to level ``i mod
+  30``), the instruction encoder on for every level (so every level has
+  the same ``[3, 73, 96]`` observations; levels without an instruction
+  give an empty one), one value output per level, 10B frames in all (the
+  paper's DMLab-30 budget), one actor thread per level. The paper's 49.4%
+  also used population-based training, which this preset does not do.
+  Needs DeepMind Lab."""
+  levels = scores.games('dmlab30')
+  return dataclasses.replace(
+      dmlab30_preset(levels[0]),
+      env=','.join(DMLAB_PREFIX + level for level in levels),
+      instruction_len=16, num_actors=30, num_envs=4, env_batch_size=4,
+      total_frames=10_000_000_000)
+
+
+SUITE_PRESETS: dict[str, Callable[[], Config]] = {
+    'atari57_multitask': atari57_multitask,
+    'dmlab30_multitask': dmlab30_multitask,
+}
+PRESETS.update(SUITE_PRESETS)
 
 
 def suite_preset(suite: str, game: str) -> Config:

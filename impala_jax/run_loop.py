@@ -37,8 +37,10 @@ from impala_jax import checkpoint as checkpoint_lib
 from impala_jax import evaluation
 from impala_jax.core import learner as learner_lib
 from impala_jax import metrics as metrics_lib
+from impala_jax import scores
 from impala_jax.config import (Config, atari_protocol_changes,
-                               describe_atari_protocol)
+                               describe_atari_protocol, task_names,
+                               task_reward_scale, tasks)
 from impala_jax.envs import env_family
 
 
@@ -65,12 +67,16 @@ class StepOutput:
   metrics (device or host scalars); ``game_returns`` / ``game_lengths``:
   games that ended in the data (the recent-games history);
   ``game_tally``: ``(count, return_sum, length_sum)`` of *all* games that
-  ended when the trainer counts more than it lists (Anakin), else None.
+  ended when the trainer counts more than it lists (Anakin), else None;
+  ``game_tasks``: the task id of each listed game (None: task 0);
+  ``task_tallies``: one ``game_tally`` per task (Anakin), else None.
   """
   metrics: Dict[str, Any]
   game_returns: Sequence[float]
   game_lengths: Sequence[float]
   game_tally: Optional[Tuple[int, float, float]] = None
+  game_tasks: Optional[Sequence[int]] = None
+  task_tallies: Optional[Sequence[Tuple[int, float, float]]] = None
 
 
 class Trainer(Protocol):
@@ -176,7 +182,12 @@ def write_config(logdir: str, config: Config, spec, start_update: int):
       'jax': jax.__version__, 'devices': [str(d) for d in jax.devices()],
       'started_at_update': start_update,
   }
-  if env_family(config.env) == 'atari':
+  if len(tasks(config)) > 1:
+    payload['tasks'] = [{'id': t, 'name': n,
+                         'reward_scale': task_reward_scale(config, k)}
+                        for k, (t, n) in enumerate(zip(tasks(config),
+                                                       task_names(config)))]
+  if env_family(tasks(config)[0]) == 'atari':
     # The protocol by name, and where this run departs from it (the
     # effective envpool arguments are in env_spec.envpool_kwargs).
     payload['atari_protocol'] = {
@@ -219,6 +230,8 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
   progress_line = (metrics_lib.Progress(config.total_frames)
                    if progress and is_primary else None)
   episodes = metrics_lib.EpisodeStats()
+  per_task = metrics_lib.TaskEpisodeStats(tasks(config), task_names(config),
+                                          normalise=scores.normalized_score)
   rate = metrics_lib.RateMeter(trainer.frames)
   evaluator = (evaluation.PeriodicEvaluator(config, network)
                if config.eval_every_frames else None)
@@ -242,6 +255,8 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
         metrics = out.metrics
         episodes.add(out.game_returns, out.game_lengths,
                      tally=out.game_tally)
+        per_task.add(out.game_returns, out.game_lengths, out.game_tasks,
+                     out.task_tallies)
         if on_step is not None:
           on_step(trainer.updates, metrics)
         now = time.monotonic()
@@ -249,7 +264,7 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
         if now - last_log >= config.log_every_seconds or done:
           last_log = now
           row = _row(trainer, metrics, episodes, rate,
-                     time.time() - wall_start)
+                     time.time() - wall_start, per_task)
           writer.write(row)
           if progress_line:
             progress_line.update(row['frames'], row['sps'],
@@ -291,20 +306,40 @@ def _close_quietly_if_failing(checkpointer) -> None:
       raise
 
 
-def _row(trainer: Trainer, metrics, episodes, rate,
-         wall_time: float) -> Dict[str, Any]:
+def host_metrics(metrics: Dict[str, Any],
+                 task_names: Sequence[str]) -> Dict[str, float]:
+  """The last update's metrics as host floats; ``[K]`` per-task arrays
+  (PopArt's ``popart_mu``, ``popart_sigma``) become one column per task,
+  ``popart_mu/<task>``."""
+  out = {}
+  for key, value in jax.device_get(metrics).items():
+    value = np.asarray(value)
+    if value.ndim == 0:
+      out[key] = float(value)
+    else:
+      for name, v in zip(task_names, value.reshape(-1)):
+        out[f'{key}/{name}'] = float(v)
+  return out
+
+
+def _row(trainer: Trainer, metrics, episodes, rate, wall_time: float,
+         per_task=None) -> Dict[str, Any]:
   """One ``metrics.csv`` row: progress, the games since the last row, the
-  layout's columns, the wall time, the last update's metrics."""
-  host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  layout's columns, the wall time, the last update's metrics (and, for
+  several tasks, each task's games and the suite's human-normalised
+  aggregates)."""
+  names = per_task.names if per_task is not None else ()
+  host = host_metrics(metrics, names)
   ep = episodes.drain()
   row = {
       'frames': trainer.frames, 'updates': trainer.updates,
       'sps': rate.rate(trainer.frames),
       'episode_return': ep['episode_return'],
       'episode_length': ep['episode_length'], 'episodes': ep['episodes'],
-      **trainer.log_columns(),
-      'wall_time': wall_time,
   }
+  if per_task is not None and per_task.enabled:
+    row.update(per_task.columns())
+  row.update(**trainer.log_columns(), wall_time=wall_time)
   row.update(host)
   row['skipped_updates'] = int(host.get('skipped_updates', 0))
   return row

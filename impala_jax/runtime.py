@@ -36,7 +36,7 @@ from impala_jax import actor as actor_lib
 from impala_jax.core import learner as learner_lib
 from impala_jax.core import networks
 from impala_jax import run_loop
-from impala_jax.config import Config
+from impala_jax.config import Config, num_tasks
 from impala_jax.envs import factory as env_factory
 # ConfigError and RunResult are also what callers catch and get from here.
 from impala_jax.run_loop import (ConfigError, RunResult, select_devices,
@@ -75,7 +75,24 @@ def check_config(config: Config):
   error = networks.torso_fit_error(config.torso, spec.obs_shape, config.env)
   if error:
     raise ConfigError(error)
+  k = num_tasks(config)
+  if k > 1:
+    if config.num_actors % k:
+      raise ConfigError(
+          f'--num_actors={config.num_actors} must be a multiple of the '
+          f'{k} tasks: actors are spread evenly over the tasks.')
   return spec, actor_devices, learner_devices
+
+
+def actor_piece(local_batch: int, num_tasks: int) -> int:
+  """Columns per actor trajectory: the whole local batch for one task; for
+  several, ``B / K`` when the tasks divide the batch (each update then
+  joins ``K`` pieces, one per task in expectation), else single columns
+  (``B`` pieces, as the paper's learner dequeues unrolls of single
+  environments from whichever actors produced them)."""
+  if num_tasks == 1:
+    return local_batch
+  return local_batch // num_tasks if local_batch % num_tasks == 0 else 1
 
 
 def global_learner_devices(indices: Sequence[int]) -> List[jax.Device]:
@@ -228,12 +245,16 @@ class ActorPool:
 
 class SebulbaTrainer:
   """The envpool layout as a ``run_loop.Trainer``: each ``step`` takes the
-  next trajectory from the ``ActorPool``, makes one ``Learner.update`` and
-  publishes the parameters to the actors."""
+  next trajectory from the ``ActorPool`` (``pieces`` of them, joined along
+  ``B``, in a multi-task run: the actors of every task feed one queue, so
+  a batch mixes the tasks in the proportions the actors produce, evenly on
+  average), makes one ``Learner.update`` and publishes the parameters to
+  the actors."""
 
   def __init__(self, spec, learner, pool: ActorPool, store: ParamsStore,
-               start_update: int):
+               start_update: int, pieces: int = 1):
     self.spec, self.learner, self.pool, self.store = spec, learner, pool, store
+    self.pieces = pieces
     self.updates = start_update
     self.local_frames = 0
     self._lags: List[int] = []
@@ -247,20 +268,30 @@ class SebulbaTrainer:
     return self.learner.params()
 
   def step(self, stop: threading.Event) -> Optional[run_loop.StepOutput]:
-    item = self.pool.next(stop)
-    if self._multi_process and _any_process(item is None):
+    items = []
+    for _ in range(self.pieces):
+      item = self.pool.next(stop)
+      if item is None:
+        break
+      items.append(item)
+    stopping = len(items) < self.pieces
+    if self._multi_process and _any_process(stopping):
       return None  # every process leaves after the same update
-    if item is None:
+    if stopping:
       return None
-    trajectory, stats = item
+    trajectory = actor_lib.concat_trajectories([t for t, _ in items])
     self.local_frames += (int(np.prod(trajectory.actions.shape))
                           * self.spec.action_repeat)
     self._lags.extend((self.updates - trajectory.param_version).tolist())
     metrics = self.learner.update(trajectory)
     self.updates += 1
     self.store.publish(self.learner.params(), self.updates)
-    return run_loop.StepOutput(metrics, stats.game_returns,
-                               stats.game_lengths)
+    returns, lengths, tasks = [], [], []
+    for _, stats in items:
+      returns.extend(stats.game_returns)
+      lengths.extend(stats.game_lengths)
+      tasks.extend([stats.task_id] * len(stats.game_returns))
+    return run_loop.StepOutput(metrics, returns, lengths, game_tasks=tasks)
 
   def log_columns(self) -> Dict[str, Any]:
     lags, self._lags = self._lags, []
@@ -327,23 +358,28 @@ def train(config: Config, logdir: str, *, sync: bool = False,
 
   store = ParamsStore(learner.params(), start_update)
   policy_step = acting.make_policy_step(network)
+  k = num_tasks(config)
+  piece = actor_piece(local_batch, k)
   actors = []
   for i in range(config.num_actors):
+    task = i % k   # actors spread evenly over the tasks
     # Fresh, distinct streams per actor and per resume (envpool's own state
     # cannot be checkpointed; the action-sampling RNG is reseeded instead).
     seed = (config.seed * 10_007 + i * 101 + start_update * 7
             + process * 1_000_003)
-    env = env_factory.make_pool(config, num_envs=config.num_envs,
-                                batch_size=config.env_batch_size, seed=seed,
-                                num_threads=config.env_threads)
+    env = env_factory.make_task_pool(
+        config, task, num_envs=config.num_envs,
+        batch_size=config.env_batch_size, seed=seed,
+        num_threads=config.env_threads)
     actors.append(actor_lib.Actor(
         env, network, store.get, unroll_length=config.unroll_length,
-        batch_size=local_batch, discount=config.discount,
+        batch_size=piece, discount=config.discount,
         device=actor_devices[i % len(actor_devices)], seed=seed,
-        policy_step=policy_step))
-  trainer = SebulbaTrainer(spec, learner,
-                           ActorPool(actors, config.queue_size, sync), store,
-                           start_update)
+        policy_step=policy_step, task_id=task))
+  pieces = local_batch // piece
+  trainer = SebulbaTrainer(
+      spec, learner, ActorPool(actors, config.queue_size * pieces, sync),
+      store, start_update, pieces=pieces)
   return run_loop.run(
       config, trainer, logdir=logdir, checkpointer=checkpointer,
       network=network, resume=resume,

@@ -11,8 +11,10 @@ between steps::
     learner.update_step(train_state, trajectory)    (the envpool path's
                                                       update)
 
-``env`` is any object with the ``impala_jax.envs.jax_envs.JaxEnv``
-interface (``reset``, ``step``, ``spec``); this module does not import the
+``env`` is any object with the batch interface of
+``impala_jax.envs.jax_envs.JaxEnv`` (``batch_reset``, ``batch_step``,
+``task_ids``, ``num_tasks``, ``spec``; a ``MultiTaskJaxEnv`` runs each task
+on its own rows of the batch); this module does not import the
 environments. ``impala_jax.anakin`` runs the program on devices and drives
 it; its docstring has the layout's conventions (the trajectory layout, the
 games counted on the device, the known limits).
@@ -60,14 +62,15 @@ class ActorState(NamedTuple):
 
 
 class Games(NamedTuple):
-  """Games that ended, accumulated on one device over a call.
+  """Games that ended, accumulated on one device over a call, per task.
 
   Attributes:
-    count: ``[]`` int32, games ended.
-    return_sum, length_sum: ``[]`` float32, sums of their raw returns and
+    count: ``[K]`` int32, games ended.
+    return_sum, length_sum: ``[K]`` float32, sums of their raw returns and
       lengths (transitions).
-    recent_return, recent_length: ``[R]`` float32 ring of the last ``R``
-      games (NaN where empty); game ``n`` (0-based) sits at ``n % R``.
+    recent_return, recent_length: ``[K, R]`` float32 rings of each task's
+      last ``R`` games (NaN where empty); game ``n`` (0-based) of a task
+      sits at ``n % R``.
   """
   count: jax.Array
   return_sum: jax.Array
@@ -94,7 +97,7 @@ def init_actor_state(env: Any, network: networks.AgentNetwork,
   """Resets ``B`` environments, one per key in ``keys [B, 2]``."""
   chex.assert_rank(keys, 2)
   keys = jax.vmap(lambda k: jax.random.split(k))(keys)  # [B, 2, 2]
-  env_state, obs = jax.vmap(env.reset)(keys[:, 0])
+  env_state, obs = env.batch_reset(keys[:, 0])
   return actor_state_from_reset(env_state, obs, network, keys[:, 1])
 
 
@@ -127,7 +130,8 @@ def rollout(params, actor_state: ActorState, *, env: Any,
   Args:
     params: the acting parameters.
     actor_state: ``ActorState``, leaves ``[B, ...]``.
-    env, policy: the environment (unbatched; vmapped here) and the policy.
+    env, policy: the environment (its ``batch_step`` steps all ``B``) and
+      the policy.
     unroll_length: ``T``.
     discount: ``gamma``.
     param_version: ``[]`` int32, recorded in the trajectory.
@@ -146,7 +150,7 @@ def rollout(params, actor_state: ActorState, *, env: Any,
     keys = jax.vmap(lambda k: jax.random.split(k, 3))(carry.key)  # [B,3,2]
     actions, logits, core_state = policy(params, carry.inputs,
                                          carry.core_state, keys[:, 1])
-    env_state, obs, reward, terminated, truncated = jax.vmap(env.step)(
+    env_state, obs, reward, terminated, truncated = env.batch_step(
         carry.env_state, actions, keys[:, 2])
     # The env ignored the action where the last observation was terminal
     # and answered with the first observation of a new episode.
@@ -172,22 +176,34 @@ def rollout(params, actor_state: ActorState, *, env: Any,
       inputs=inputs, actions=actions, rewards=rewards,
       discounts=discounts.astype(jnp.float32), behaviour_logits=logits,
       mask=mask, core_state=start_core,
-      param_version=jnp.full((b,), param_version, jnp.int32))
+      param_version=jnp.full((b,), param_version, jnp.int32),
+      task_id=env.task_ids(b))
   return final, trajectory, (game_over, game_return, game_length)
 
 
-def empty_games(recent: int = RECENT_GAMES) -> Games:
-  nan = jnp.full((recent,), jnp.nan, jnp.float32)
-  return Games(count=jnp.zeros((), jnp.int32),
-               return_sum=jnp.zeros((), jnp.float32),
-               length_sum=jnp.zeros((), jnp.float32),
-               recent_return=nan, recent_length=nan)
+def empty_games(num_tasks: int = 1, recent: int = RECENT_GAMES) -> Games:
+  nan = jnp.full((num_tasks, recent), jnp.nan, jnp.float32)
+  zeros = jnp.zeros((num_tasks,), jnp.float32)
+  return Games(count=jnp.zeros((num_tasks,), jnp.int32), return_sum=zeros,
+               length_sum=zeros, recent_return=nan, recent_length=nan)
 
 
 def add_games(games: Games, game_over: jax.Array, game_return: jax.Array,
-              game_length: jax.Array) -> Games:
-  """Adds the games that ended in a ``[T, B]`` block (time order kept)."""
-  chex.assert_rank([game_over, game_return, game_length], 2)
+              game_length: jax.Array, task_id: jax.Array) -> Games:
+  """Adds the games that ended in a ``[T, B]`` block (time order kept) to
+  their tasks' tallies (``task_id [B]``)."""
+  chex.assert_rank([game_over, game_return, game_length, task_id],
+                   [2, 2, 2, 1])
+  per_task = [_add_task_games(jax.tree_util.tree_map(lambda x: x[k], games),
+                              game_over & (task_id == k)[None, :],
+                              game_return, game_length)
+              for k in range(games.count.shape[0])]
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *per_task)
+
+
+def _add_task_games(games: Games, game_over: jax.Array,
+                    game_return: jax.Array, game_length: jax.Array) -> Games:
+  """``add_games`` for one task's ``Games`` (leaves without ``[K]``)."""
   over = game_over.reshape(-1)
   returns = jnp.where(over, game_return.reshape(-1), 0.0)
   lengths = jnp.where(over, game_length.reshape(-1), 0.0)
@@ -213,8 +229,8 @@ def make_train_fn(env: Any, network: networks.AgentNetwork,
   ``(train_state, actor_state) -> (train_state, actor_state, metrics,
   games)``: ``train_state`` with ``frames=None``; ``actor_state`` leaves
   ``[B/D, ...]``; ``metrics`` are the last update's (identical on every
-  device) plus the call's game counts and sums ``psum``med over
-  ``axis_name``; ``games`` is this device's ``Games``. To be ``pmap``ped
+  device) plus the call's per-task game counts and sums (``[K]``)
+  ``psum``med over ``axis_name``; ``games`` is this device's ``Games``. To be ``pmap``ped
   with ``axis_name`` (or jitted with ``axis_name=None``).
   """
   policy = policy or make_policy(network)
@@ -233,11 +249,13 @@ def make_train_fn(env: Any, network: networks.AgentNetwork,
     train_state, metrics = learner_lib.update_step(
         train_state, trajectory, network=network, config=config,
         action_repeat=action_repeat, axis_name=axis_name)
-    return (train_state, actor_state, add_games(games, *ended)), metrics
+    return (train_state, actor_state,
+            add_games(games, *ended, trajectory.task_id)), metrics
 
   def train_fn(train_state, actor_state):
     (train_state, actor_state, games), metrics = jax.lax.scan(
-        one_update, (train_state, actor_state, empty_games()), None,
+        one_update, (train_state, actor_state, empty_games(env.num_tasks)),
+        None,
         length=updates_per_call)
     metrics = jax.tree_util.tree_map(lambda x: x[-1], metrics)
     metrics['games'] = psum(games.count)

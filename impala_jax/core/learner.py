@@ -27,7 +27,8 @@ import optax
 
 from impala_jax.core import losses
 from impala_jax.core import networks
-from impala_jax.config import Config
+from impala_jax.core import popart as popart_lib
+from impala_jax.config import Config, num_tasks
 from impala_jax.core.types import Trajectory
 
 AXIS = 'learner_devices'
@@ -47,6 +48,9 @@ class TrainState(NamedTuple):
     frames: host-side Python int, environment frames consumed (env steps x
       action repeat). Kept off the device: an int32 would overflow at 2.1B
       frames, well inside a DMLab-30 run; it is not needed inside the update.
+    popart: ``popart.PopArtState`` (``[K]`` moments of the value targets)
+      with ``config.popart``, else None (an empty subtree: checkpoints of
+      runs without PopArt keep their layout).
   """
   params: Any
   opt_state: Any
@@ -54,6 +58,7 @@ class TrainState(NamedTuple):
   update_count: jax.Array
   skipped_updates: jax.Array
   frames: Optional[int] = 0
+  popart: Optional[popart_lib.PopArtState] = None
 
 
 def frames_per_update(config: Config, action_repeat: int) -> int:
@@ -82,7 +87,8 @@ def make_network(config: Config, num_actions: int) -> networks.AgentNetwork:
       num_actions=num_actions, torso=config.torso, use_lstm=config.use_lstm,
       lstm_size=config.lstm_size, mlp_sizes=tuple(config.mlp_sizes),
       torso_chunk=resolve_torso_chunk(config),
-      instruction_len=config.instruction_len)
+      instruction_len=config.instruction_len,
+      num_values=num_tasks(config))
 
 
 def learning_rate_schedule(config: Config,
@@ -162,30 +168,92 @@ def init_train_state(config: Config, network: networks.AgentNetwork,
   opt_state = make_optimizer(config, action_repeat).init(params)
   return TrainState(params=params, opt_state=opt_state, rng=state_rng,
                     update_count=jnp.zeros((), jnp.int32),
-                    skipped_updates=jnp.zeros((), jnp.int32), frames=0)
+                    skipped_updates=jnp.zeros((), jnp.int32), frames=0,
+                    popart=(popart_lib.init(num_tasks(config))
+                            if config.popart else None))
 
 
-def _loss_fn(params, trajectory: Trajectory, network, config: Config):
-  """IMPALA loss of one (shard of a) trajectory batch; aux = LossOutput."""
+def task_values(value: jax.Array, task_id: jax.Array) -> jax.Array:
+  """Each column's own task's value.
+
+  Args:
+    value: ``[T, B]`` (one value head) or ``[T, B, K]`` (one per task).
+    task_id: ``[B]`` int32.
+
+  Returns:
+    ``[T, B]``.
+  """
+  if value.ndim == 2:
+    return value
+  chex.assert_rank([value, task_id], [3, 1])
+  index = jnp.broadcast_to(task_id[None, :, None], value.shape[:2] + (1,))
+  return jnp.take_along_axis(value, index.astype(jnp.int32), axis=-1)[..., 0]
+
+
+def _popart_bounds(config: Config) -> dict:
+  return dict(min_scale=config.popart_min_scale,
+              max_scale=config.popart_max_scale)
+
+
+def _loss_fn(params, trajectory: Trajectory, network, config: Config,
+             popart_state: Optional[popart_lib.PopArtState] = None,
+             axis_name: Optional[str] = None):
+  """IMPALA loss of one (shard of a) trajectory batch.
+
+  Returns ``(total_loss, (LossOutput, new PopArt state or None))``. With
+  PopArt the value head's outputs are normalised: V-trace runs on ``sigma n
+  + mu`` (current statistics), the statistics are updated from its targets
+  (over ``axis_name``), and the loss is the normalised one under the new
+  statistics (``core/popart.py`` says why this equals the loss at the
+  rescaled head).
+  """
   outputs, _ = network.apply(params, trajectory.inputs, trajectory.core_state,
                              method=networks.AgentNetwork.unroll)
-  # outputs are [T+1, B]: x_0 .. x_{T-1} learn, x_T bootstraps.
-  out = losses.impala_loss(
+  task_id = _task_id(trajectory)
+  values = task_values(outputs.value, task_id)   # [T+1, B]
+  if popart_state is not None:
+    values = popart_lib.unnormalise(popart_state, values, task_id,
+                                    **_popart_bounds(config))
+  # x_0 .. x_{T-1} learn, x_T bootstraps.
+  targets = losses.impala_targets(
       learner_logits=outputs.policy_logits[:-1],
-      values=outputs.value[:-1],
-      bootstrap_value=outputs.value[-1],
+      values=values[:-1],
+      bootstrap_value=values[-1],
       behaviour_logits=trajectory.behaviour_logits,
       actions=trajectory.actions,
       rewards=clip_rewards(trajectory.rewards, config.reward_clipping),
       discounts=trajectory.discounts,
       mask=trajectory.mask,
-      baseline_cost=config.baseline_cost,
-      entropy_cost=config.entropy_cost,
       clip_rho_threshold=config.clip_rho_threshold,
       clip_c_threshold=config.clip_c_threshold,
       clip_pg_rho_threshold=config.clip_pg_rho_threshold,
       lambda_=config.vtrace_lambda)
-  return out.total_loss, out
+  new_popart, value_scale = None, None
+  if popart_state is not None:
+    new_popart = popart_lib.update(
+        popart_state, targets.returns.vs, task_id, targets.mask,
+        beta=config.popart_beta, axis_name=axis_name)
+    value_scale = popart_lib.scale(new_popart,
+                                   **_popart_bounds(config))[task_id]
+  out = losses.impala_loss_terms(
+      targets, outputs.policy_logits[:-1], values[:-1], trajectory.actions,
+      baseline_cost=config.baseline_cost, entropy_cost=config.entropy_cost,
+      clip_rho_threshold=config.clip_rho_threshold, value_scale=value_scale)
+  return out.total_loss, (out, new_popart)
+
+
+def _task_id(trajectory: Trajectory) -> jax.Array:
+  if trajectory.task_id is None:
+    return jnp.zeros((trajectory.batch_size,), jnp.int32)
+  return trajectory.task_id.astype(jnp.int32)
+
+
+def _rescale_value_head(tree, fn):
+  """``tree`` (params or gradients) with ``fn`` applied to the value head's
+  ``{'kernel', 'bias'}``."""
+  inner = dict(tree['params'])
+  inner['value_head'] = fn(inner['value_head'])
+  return {**tree, 'params': inner}
 
 
 def update_step(state: TrainState, trajectory: Trajectory, *,
@@ -193,6 +261,12 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
                 action_repeat: int, axis_name: Optional[str] = AXIS
                 ) -> Tuple[TrainState, Metrics]:
   """One IMPALA update on this device's shard (pure; to be pmapped).
+
+  With ``state.popart`` (``--popart``) the update is PopArt's: statistics
+  from this batch's targets (global, over ``axis_name``), the value head
+  rescaled to preserve its outputs, the gradient step on normalised
+  targets (``core/popart.py``); per-task ``popart_mu`` / ``popart_sigma``
+  (``[K]``) join the metrics.
 
   Args:
     state: ``TrainState`` with ``frames=None`` (host counters stay on host).
@@ -206,11 +280,23 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
   chex.assert_rank(trajectory.actions, 2)
   optimizer = make_optimizer(config, action_repeat)
   grad_fn = jax.grad(_loss_fn, has_aux=True)
-  grads, loss_out = grad_fn(state.params, trajectory, network, config)
+  grads, (loss_out, new_popart) = grad_fn(
+      state.params, trajectory, network, config, state.popart, axis_name)
   psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
   pmean = ((lambda x: jax.lax.pmean(x, axis_name)) if axis_name
            else (lambda x: x))
   grads = psum(grads)
+  params = state.params
+  if state.popart is not None:
+    # Rescale the head so every unnormalised value is preserved, and move
+    # the gradient to the rescaled head (core/popart.py).
+    bounds = _popart_bounds(config)
+    params = _rescale_value_head(params, lambda head: (
+        popart_lib.preserve_outputs(head, state.popart, new_popart,
+                                    **bounds)))
+    grads = _rescale_value_head(grads, lambda head: (
+        popart_lib.head_gradient_at_rescaled(head, state.popart, new_popart,
+                                             **bounds)))
   summed = psum(jnp.stack([loss_out.total_loss, loss_out.pg_loss,
                            loss_out.baseline_loss, loss_out.entropy_loss]))
   means = pmean(jnp.stack([loss_out.mean_rho, loss_out.rho_clipped_fraction,
@@ -218,9 +304,8 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
                            loss_out.mean_entropy]))
   grad_norm = optax.tree.norm(grads)
 
-  updates, new_opt_state = optimizer.update(grads, state.opt_state,
-                                            state.params)
-  new_params = optax.apply_updates(state.params, updates)
+  updates, new_opt_state = optimizer.update(grads, state.opt_state, params)
+  new_params = optax.apply_updates(params, updates)
   # A non-finite loss or gradient never reaches the parameters. The test is
   # on reduced values, so every device takes the same branch.
   finite = jnp.isfinite(summed[0]) & jnp.isfinite(grad_norm)
@@ -233,7 +318,9 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
       rng=rng,
       update_count=state.update_count + 1,
       skipped_updates=state.skipped_updates + (1 - finite.astype(jnp.int32)),
-      frames=None)
+      frames=None,
+      popart=(None if state.popart is None
+              else keep(new_popart, state.popart)))
   metrics = {
       'total_loss': summed[0], 'pg_loss': summed[1],
       'baseline_loss': summed[2], 'entropy_loss': summed[3],
@@ -246,6 +333,11 @@ def update_step(state: TrainState, trajectory: Trajectory, *,
                                              state.opt_state),
       'skipped_updates': new_state.skipped_updates,
   }
+  if new_state.popart is not None:
+    # [K] arrays: the host names one column per task (popart_mu/<task>).
+    metrics['popart_mu'] = new_state.popart.mu
+    metrics['popart_sigma'] = popart_lib.scale(new_state.popart,
+                                               **_popart_bounds(config))
   return new_state, metrics
 
 
@@ -253,8 +345,9 @@ def shard_trajectory(trajectory: Trajectory, num_shards: int) -> Trajectory:
   """Splits B into ``num_shards`` and puts the shard axis first.
 
   Time-major leaves ``[T(+1), B, ...]`` become ``[D, T(+1), B/D, ...]``;
-  batch-major leaves (``core_state``, ``param_version``: ``[B, ...]``) become
-  ``[D, B/D, ...]``. Works on NumPy (host) arrays without copying to device.
+  batch-major leaves (``core_state``, ``param_version``, ``task_id``:
+  ``[B, ...]``) become ``[D, B/D, ...]`` (a missing ``task_id`` becomes
+  zeros, so the pmapped program always sees one). Works on NumPy (host) arrays without copying to device.
   """
   b = trajectory.batch_size
   if b % num_shards:
@@ -275,7 +368,10 @@ def shard_trajectory(trajectory: Trajectory, num_shards: int) -> Trajectory:
       behaviour_logits=time_major(trajectory.behaviour_logits),
       mask=time_major(trajectory.mask),
       core_state=jax.tree_util.tree_map(batch_major, trajectory.core_state),
-      param_version=batch_major(trajectory.param_version))
+      param_version=batch_major(trajectory.param_version),
+      task_id=batch_major(np.zeros((b,), np.int32)
+                          if trajectory.task_id is None
+                          else trajectory.task_id))
 
 
 class Learner:

@@ -131,6 +131,98 @@ class LossOutput(NamedTuple):
   mean_entropy: Array
 
 
+class TargetsOutput(NamedTuple):
+  """V-trace's targets for one loss evaluation (all ``[T, B]``)."""
+  log_rhos: Array
+  returns: vtrace_lib.VTraceReturns   # vs, pg_advantages (unnormalised)
+  mask: Array
+
+
+def impala_targets(
+    learner_logits: Array,
+    values: Array,
+    bootstrap_value: Array,
+    behaviour_logits: Array,
+    actions: Array,
+    rewards: Array,
+    discounts: Array,
+    mask: Array,
+    *,
+    clip_rho_threshold: Optional[float] = 1.0,
+    clip_c_threshold: Optional[float] = 1.0,
+    clip_pg_rho_threshold: Optional[float] = 1.0,
+    lambda_: float = 1.0,
+) -> TargetsOutput:
+  """The first half of the loss: importance ratios and masked V-trace.
+
+  Arguments as ``impala_loss``. ``values`` are unnormalised (what V-trace
+  bootstraps from); their gradient is stopped here.
+  """
+  chex.assert_rank([learner_logits, behaviour_logits, values, bootstrap_value],
+                   [3, 3, 2, 1])
+  chex.assert_equal_shape([learner_logits, behaviour_logits])
+  chex.assert_equal_shape([values, actions, rewards, discounts, mask])
+  mask = mask.astype(values.dtype)
+  log_rhos = importance_log_ratios(
+      jax.lax.stop_gradient(learner_logits), behaviour_logits, actions)
+  returns = masked_vtrace(
+      log_rhos, discounts, rewards, values, bootstrap_value, mask,
+      clip_rho_threshold=clip_rho_threshold,
+      clip_c_threshold=clip_c_threshold,
+      clip_pg_rho_threshold=clip_pg_rho_threshold, lambda_=lambda_)
+  return TargetsOutput(log_rhos=log_rhos, returns=returns, mask=mask)
+
+
+def impala_loss_terms(
+    targets: TargetsOutput,
+    learner_logits: Array,
+    values: Array,
+    actions: Array,
+    *,
+    baseline_cost: float = 0.5,
+    entropy_cost: float = 0.01,
+    clip_rho_threshold: Optional[float] = 1.0,
+    value_scale: Optional[Array] = None,
+) -> LossOutput:
+  """The second half of the loss, from ``impala_targets``' output.
+
+  Args:
+    targets: ``impala_targets(...)``.
+    learner_logits: ``[T, B, A]``.
+    values: ``[T, B]`` unnormalised learner values (differentiable).
+    actions: ``[T, B]``.
+    baseline_cost, entropy_cost, clip_rho_threshold: as ``impala_loss``.
+    value_scale: ``[B]`` PopArt's ``sigma`` of each column's task, or None.
+      With it the baseline loss is the normalised one, ``0.5 ((v_s - mu) /
+      sigma - (V - mu) / sigma)^2 = 0.5 (v_s - V)^2 / sigma^2``, and the
+      policy-gradient advantage is divided by ``sigma`` (``core/popart.py``).
+  """
+  mask = targets.mask
+  pg_advantages, vs = targets.returns.pg_advantages, targets.returns.vs
+  if value_scale is None:
+    baseline = baseline_loss(vs, values, mask)
+  else:
+    chex.assert_rank(value_scale, 1)
+    inverse = 1.0 / jax.lax.stop_gradient(value_scale)[None, :]
+    baseline = baseline_loss(vs * inverse, values * inverse, mask)
+    pg_advantages = pg_advantages * inverse
+  pg = policy_gradient_loss(learner_logits, actions, pg_advantages, mask)
+  ent = entropy_loss(learner_logits, mask)
+  total = pg + baseline_cost * baseline + entropy_cost * ent
+
+  count = jnp.maximum(jnp.sum(mask), 1.0)
+  masked_mean = lambda x: jnp.sum(jnp.where(mask > 0, x, 0.0)) / count
+  rhos = jnp.exp(targets.log_rhos)
+  rho_bar = jnp.inf if clip_rho_threshold is None else clip_rho_threshold
+  return LossOutput(
+      total_loss=total, pg_loss=pg, baseline_loss=baseline, entropy_loss=ent,
+      mean_rho=masked_mean(rhos),
+      rho_clipped_fraction=masked_mean((rhos > rho_bar).astype(values.dtype)),
+      mean_value=masked_mean(jax.lax.stop_gradient(values)),
+      mean_vs=masked_mean(vs),
+      mean_entropy=-ent / count)
+
+
 def impala_loss(
     learner_logits: Array,
     values: Array,
@@ -149,6 +241,9 @@ def impala_loss(
     lambda_: float = 1.0,
 ) -> LossOutput:
   """``pg + baseline_cost * baseline + entropy_cost * entropy``, summed.
+
+  ``impala_targets`` then ``impala_loss_terms`` (PopArt calls the two
+  halves itself, updating its statistics between them).
 
   Args:
     learner_logits: ``[T, B, A]`` ``pi`` logits at ``x_0 .. x_{T-1}``.
@@ -169,33 +264,12 @@ def impala_loss(
   Returns:
     ``LossOutput`` of scalars; differentiate ``total_loss``.
   """
-  chex.assert_rank([learner_logits, behaviour_logits, values, bootstrap_value],
-                   [3, 3, 2, 1])
-  chex.assert_equal_shape([learner_logits, behaviour_logits])
-  chex.assert_equal_shape([values, actions, rewards, discounts, mask])
-  mask = mask.astype(values.dtype)
-  log_rhos = importance_log_ratios(
-      jax.lax.stop_gradient(learner_logits), behaviour_logits, actions)
-  returns = masked_vtrace(
-      log_rhos, discounts, rewards, values, bootstrap_value, mask,
-      clip_rho_threshold=clip_rho_threshold,
+  targets = impala_targets(
+      learner_logits, values, bootstrap_value, behaviour_logits, actions,
+      rewards, discounts, mask, clip_rho_threshold=clip_rho_threshold,
       clip_c_threshold=clip_c_threshold,
       clip_pg_rho_threshold=clip_pg_rho_threshold, lambda_=lambda_)
-
-  pg = policy_gradient_loss(learner_logits, actions, returns.pg_advantages,
-                            mask)
-  baseline = baseline_loss(returns.vs, values, mask)
-  ent = entropy_loss(learner_logits, mask)
-  total = pg + baseline_cost * baseline + entropy_cost * ent
-
-  count = jnp.maximum(jnp.sum(mask), 1.0)
-  masked_mean = lambda x: jnp.sum(jnp.where(mask > 0, x, 0.0)) / count
-  rhos = jnp.exp(log_rhos)
-  rho_bar = jnp.inf if clip_rho_threshold is None else clip_rho_threshold
-  return LossOutput(
-      total_loss=total, pg_loss=pg, baseline_loss=baseline, entropy_loss=ent,
-      mean_rho=masked_mean(rhos),
-      rho_clipped_fraction=masked_mean((rhos > rho_bar).astype(values.dtype)),
-      mean_value=masked_mean(jax.lax.stop_gradient(values)),
-      mean_vs=masked_mean(returns.vs),
-      mean_entropy=-ent / count)
+  return impala_loss_terms(targets, learner_logits, values, actions,
+                           baseline_cost=baseline_cost,
+                           entropy_cost=entropy_cost,
+                           clip_rho_threshold=clip_rho_threshold)

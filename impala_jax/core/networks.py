@@ -278,6 +278,11 @@ class AgentNetwork(nn.Module):
       in an extra last row (``split_instruction``); they are encoded by an
       ``InstructionEncoder`` and joined to the torso features.
     vocab_size: word ids are in ``[0, vocab_size)``.
+    num_values: outputs of the value head: 1 (``value`` is ``[...]``), or
+      one per task of a multi-task run (``value`` is ``[..., K]``; the
+      learner reads each trajectory's own task's column). Its parameters are
+      ``params['params']['value_head']`` (``kernel [F, K]``, ``bias [K]``),
+      which PopArt rescales (``core/popart.py``).
 
   ``init`` takes ``[T, B]`` inputs (``__call__`` is ``unroll``)::
 
@@ -293,6 +298,7 @@ class AgentNetwork(nn.Module):
   torso_chunk: int = 0
   instruction_len: int = 0
   vocab_size: int = 1000
+  num_values: int = 1
 
   def setup(self):
     if self.torso == 'shallow':
@@ -311,7 +317,7 @@ class AgentNetwork(nn.Module):
     if self.use_lstm:
       self.core = nn.OptimizedLSTMCell(self.lstm_size)
     self.policy_head = nn.Dense(self.num_actions)
-    self.value_head = nn.Dense(1)
+    self.value_head = nn.Dense(self.num_values)
 
   def initial_state(self, batch_size: int) -> CoreState:
     """``()`` without LSTM, else zero ``(c, h)``, each ``[B, H]`` float32.
@@ -345,9 +351,12 @@ class AgentNetwork(nn.Module):
                             self.instruction_net(tokens)], axis=-1)
 
   def _heads(self, h: Array) -> AgentOutput:
-    """``[N, F] -> AgentOutput(policy_logits [N, A], value [N])``."""
-    return AgentOutput(policy_logits=self.policy_head(h),
-                       value=jnp.squeeze(self.value_head(h), axis=-1))
+    """``[N, F] -> AgentOutput(policy_logits [N, A], value [N])`` (value
+    ``[N, K]`` when ``num_values = K > 1``)."""
+    value = self.value_head(h)
+    if self.num_values == 1:
+      value = jnp.squeeze(value, axis=-1)
+    return AgentOutput(policy_logits=self.policy_head(h), value=value)
 
   def step(self, inputs: AgentInput,
            state: CoreState) -> Tuple[AgentOutput, CoreState]:

@@ -12,7 +12,7 @@ Step ``t`` of a trajectory is the transition ``(x_t, a_t, r_t, x_{t+1})``:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 
@@ -45,7 +45,8 @@ class AgentInput(NamedTuple):
 
 
 class AgentOutput(NamedTuple):
-  """Network outputs: ``policy_logits [..., A]`` and ``value [...]``."""
+  """Network outputs: ``policy_logits [..., A]`` and ``value [...]`` (or
+  ``[..., K]``, one per task, for a multi-task network)."""
   policy_logits: Array
   value: Array
 
@@ -67,6 +68,8 @@ class Trajectory(NamedTuple):
     core_state: the recurrent state before ``x_0``, leaves ``[B, ...]``
       (``()`` for a feed-forward agent).
     param_version: ``[B]`` int32, version of the parameters that acted.
+    task_id: ``[B]`` int32, the task each column was played on (index into
+      ``config.tasks``); None means task 0 everywhere (single-task runs).
   """
   inputs: AgentInput
   actions: Array
@@ -76,6 +79,7 @@ class Trajectory(NamedTuple):
   mask: Array
   core_state: CoreState
   param_version: Array
+  task_id: Optional[Array] = None
 
   @property
   def unroll_length(self) -> int:

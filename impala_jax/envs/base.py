@@ -143,3 +143,31 @@ class BatchedEnv(abc.ABC):
 
   def __exit__(self, *exc: Any) -> None:
     self.close()
+
+
+class ScaledRewardEnv(BatchedEnv):
+  """``env`` with every reward (and so every game return) multiplied by
+  ``scale``: a multi-task run's ``--task_reward_scales`` entry for one task,
+  applied before the actor, the metrics and the learner see anything."""
+
+  def __init__(self, env: BatchedEnv, scale: float):
+    self.env = env
+    self.scale = float(scale)
+    self.spec = env.spec
+    self.num_envs = env.num_envs
+    self.batch_size = env.batch_size
+
+  def async_reset(self) -> None:
+    self.env.async_reset()
+
+  def recv(self) -> StepBatch:
+    batch = self.env.recv()
+    return batch._replace(reward=batch.reward * np.float32(self.scale),
+                          game_return=batch.game_return * np.float32(
+                              self.scale))
+
+  def send(self, actions: np.ndarray, env_id: np.ndarray) -> None:
+    self.env.send(actions, env_id)
+
+  def close(self) -> None:
+    self.env.close()

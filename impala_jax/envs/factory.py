@@ -14,11 +14,13 @@ decided here and only here:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Dict
 
-from impala_jax.config import DMLAB_PREFIX, Config
-from impala_jax.envs.base import BatchedEnv, EnvSpec
+from impala_jax.config import (DMLAB_PREFIX, Config, num_tasks, task_config,
+                               task_reward_scale, tasks)
+from impala_jax.envs.base import BatchedEnv, EnvSpec, ScaledRewardEnv
 from impala_jax.envs.envpool_env import AtariOptions, env_family
 from impala_jax.envs.registry import describe_env, make_env
 
@@ -57,36 +59,110 @@ def env_spec(config: Config) -> EnvSpec:
   ``ValueError`` (one line) for an unusable id or settings."""
   if is_jax_env(config):
     return jax_env(config).spec
-  return describe_env(config.env, **env_options(config))
+  if num_tasks(config) == 1:
+    return describe_env(config.env, **env_options(config))
+  specs = [env_spec(task_config(config, k)) for k in range(num_tasks(config))]
+  first = specs[0]
+  for spec in specs[1:]:
+    for field, what in (('obs_shape', 'observations'),
+                        ('obs_dtype', 'observation dtypes'),
+                        ('num_actions', 'action counts'),
+                        ('action_repeat', 'action repeats')):
+      a, b = getattr(first, field), getattr(spec, field)
+      if a != b:
+        hint = (' (a multi-task Atari agent needs the full action set: '
+                '--full_action_space)' if field == 'num_actions' else '')
+        raise ValueError(f'tasks {first.env_id} and {spec.env_id} differ in '
+                         f'{what}: {a} and {b}{hint}.')
+  return dataclasses.replace(
+      first, env_id=config.env,
+      max_episode_steps=max(s.max_episode_steps for s in specs),
+      envpool_kwargs={'tasks': [dict(s.envpool_kwargs, env_id=s.env_id)
+                                for s in specs]})
 
 
 def make_pool(config: Config, *, num_envs: int, batch_size: int, seed: int,
               num_threads: int = 0) -> BatchedEnv:
   """An envpool or DMLab pool of ``num_envs`` environments with the run's
-  settings, stepped ``batch_size`` at a time (the Sebulba actors)."""
+  settings, stepped ``batch_size`` at a time (the Sebulba actors). A
+  multi-task config must be narrowed to one task first (``task_config``);
+  a task's ``task_reward_scales`` factor is applied by the actor."""
+  if num_tasks(config) > 1:
+    raise ValueError('make_pool builds one task\'s pool; pass '
+                     'config.task_config(config, k).')
   return make_env(config.env, num_envs=num_envs, batch_size=batch_size,
                   seed=seed, num_threads=num_threads, **env_options(config))
 
 
+def make_task_pool(config: Config, task: int, *, num_envs: int,
+                   batch_size: int, seed: int,
+                   num_threads: int = 0) -> BatchedEnv:
+  """The pool of task ``task`` of a (multi-task) run: ``make_pool`` of its
+  ``task_config``, rewards scaled by its ``task_reward_scales`` entry."""
+  env = make_pool(task_config(config, task), num_envs=num_envs,
+                  batch_size=batch_size, seed=seed, num_threads=num_threads)
+  scale = task_reward_scale(config, task)
+  return env if scale == 1.0 else ScaledRewardEnv(env, scale)
+
+
 def jax_env(config: Config):
   """The run's JAX environment (``max_episode_steps <= 0``: the
-  environment's own limit). Cached: the same id and limit give the same
-  object, so a resumed run in the same process reuses its compiled
-  program."""
-  return _jax_env(config.env, config.max_episode_steps)
+  environment's own limit); for several tasks a ``MultiTaskJaxEnv`` of
+  their ``task_jax_env``s. Cached: the same settings give the same object,
+  so a resumed run in the same process reuses its compiled program."""
+  if num_tasks(config) == 1:
+    env = _jax_env(config.env, config.max_episode_steps,
+                   config.full_action_space)
+    scale = task_reward_scale(config, 0)
+    return env if scale == 1.0 else _task_env(env, env.spec.obs_shape, scale)
+  return _multi_task_env(tuple(task_jax_env(config, k)
+                               for k in range(num_tasks(config))))
+
+
+def task_jax_env(config: Config, task: int):
+  """Task ``task`` of a multi-task JAX run as its agent sees it: observations
+  padded to the tasks' common shape, rewards scaled by its
+  ``task_reward_scales`` entry (``jax_envs.TaskEnv``). Training and
+  evaluation both build their environments here."""
+  from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+  inners = [_jax_env(t, config.max_episode_steps, config.full_action_space)
+            for t in tasks(config)]
+  shape = jax_envs.common_obs_shape([e.spec for e in inners])
+  return _task_env(inners[task], shape, task_reward_scale(config, task))
 
 
 @functools.lru_cache(maxsize=32)
-def _jax_env(env_id: str, max_episode_steps: int):
+def _jax_env(env_id: str, max_episode_steps: int, full_action_space: bool):
   from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-  return jax_envs.make_jax_env(env_id, max_episode_steps=max_episode_steps)
+  kwargs = {}
+  if full_action_space and env_id.endswith('-MinAtar'):
+    kwargs['env_kwargs'] = {'use_minimal_action_set': False}
+  return jax_envs.make_jax_env(env_id, max_episode_steps=max_episode_steps,
+                               **kwargs)
 
 
-def make_host_env(config: Config, num_envs: int, seed: int) -> BatchedEnv:
+@functools.lru_cache(maxsize=32)
+def _task_env(inner, obs_shape, reward_scale: float):
+  from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+  return jax_envs.TaskEnv(inner, obs_shape, reward_scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _multi_task_env(envs):
+  from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
+  return jax_envs.MultiTaskJaxEnv(envs)
+
+
+def make_host_env(config: Config, num_envs: int, seed: int,
+                  task: int = 0) -> BatchedEnv:
   """Fresh synchronous environments with the run's settings, stepped from
   the host (evaluation): a pool for envpool/DMLab ids, a
-  ``JaxBatchedEnv`` for ``gymnax:`` ids."""
+  ``JaxBatchedEnv`` for ``gymnax:`` ids. For a multi-task run, task
+  ``task`` exactly as its agent trained on it (padding, reward scale)."""
   if is_jax_env(config):
     from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-    return jax_envs.JaxBatchedEnv(jax_env(config), num_envs, seed=seed)
-  return make_pool(config, num_envs=num_envs, batch_size=num_envs, seed=seed)
+    env = (jax_env(config) if num_tasks(config) == 1
+           else task_jax_env(config, task))
+    return jax_envs.JaxBatchedEnv(env, num_envs, seed=seed)
+  return make_task_pool(config, task, num_envs=num_envs, batch_size=num_envs,
+                        seed=seed)

@@ -44,6 +44,7 @@ Pinned and tested with gymnax 1.0.1.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import difflib
 import warnings
 from typing import Any, NamedTuple, Optional, Tuple
@@ -127,6 +128,23 @@ class JaxEnv(abc.ABC):
             ) -> Tuple[Any, jax.Array, jax.Array, jax.Array]:
     """One step of a running episode: ``(inner, obs, reward, terminated)``,
     ``terminated`` meaning a real end (discount 0), never a time limit."""
+
+  # --- a batch of environments (what the Anakin rollout calls) ---------
+  num_tasks = 1
+
+  def batch_reset(self, keys: jax.Array) -> Tuple[Any, jax.Array]:
+    """``B`` fresh environments, one per key in ``keys [B, 2]``:
+    ``(state, obs [B, *obs_shape])``."""
+    return jax.vmap(self.reset)(keys)
+
+  def batch_step(self, state: Any, actions: jax.Array, keys: jax.Array):
+    """``step`` on ``B`` environments: actions ``[B]``, keys ``[B, 2]``;
+    the outputs of ``step`` with a leading ``[B]``."""
+    return jax.vmap(self.step)(state, actions, keys)
+
+  def task_ids(self, batch_size: int) -> jax.Array:
+    """``[B]`` int32: the task of each of ``B`` environments (all 0)."""
+    return jnp.zeros((batch_size,), jnp.int32)
 
   def reset(self, key: jax.Array) -> Tuple[EnvState, jax.Array]:
     """A fresh environment: ``(state, obs [*obs_shape])``."""
@@ -289,6 +307,139 @@ def make_jax_env(env_id: str, *, max_episode_steps: Optional[int] = None,
     raise ValueError(f'{env_id!r} is not a JAX environment id; use '
                      f'{PREFIX}<id>, e.g. {PREFIX}CartPole-v1.')
   return GymnaxEnv(env_id, max_episode_steps=max_episode_steps, **params)
+
+
+# ----------------------------------------------------------- multi-task ---
+class TaskEnv(JaxEnv):
+  """One task of a multi-task run: ``inner``'s dynamics with observations
+  zero-padded to a common shape (MinAtar's games have 4 to 7 channels) and
+  rewards multiplied by ``reward_scale`` (so its returns are too).
+
+  Args:
+    inner: the task's ``JaxEnv``.
+    obs_shape: the common observation shape; every dimension ``>=``
+      inner's (padding goes at the end of each axis).
+    reward_scale: the task's reward factor (``--task_reward_scales``).
+  """
+
+  def __init__(self, inner: JaxEnv, obs_shape: Tuple[int, ...],
+               reward_scale: float = 1.0):
+    own = tuple(inner.spec.obs_shape)
+    if len(own) != len(obs_shape) or any(
+        o > c for o, c in zip(own, obs_shape)):
+      raise ValueError(f'{inner.spec.env_id}: observations {own} do not fit '
+                       f'the common shape {tuple(obs_shape)}.')
+    self.inner = inner
+    self.reward_scale = float(reward_scale)
+    self._pad = tuple((0, c - o) for o, c in zip(own, obs_shape))
+    kwargs = dict(inner.spec.envpool_kwargs)
+    if self.reward_scale != 1.0:
+      kwargs['reward_scale'] = self.reward_scale
+    if own != tuple(obs_shape):
+      kwargs['padded_from'] = list(own)
+    self.spec = dataclasses.replace(inner.spec, obs_shape=tuple(obs_shape),
+                                    envpool_kwargs=kwargs)
+
+  def _obs(self, obs):
+    return jnp.pad(obs, self._pad) if any(p for _, p in self._pad) else obs
+
+  def _reset(self, key, previous):
+    inner, obs = self.inner._reset(key, previous)  # pylint: disable=protected-access
+    return inner, self._obs(obs)
+
+  def _step(self, inner, action, key):
+    inner, obs, reward, terminated = self.inner._step(inner, action, key)  # pylint: disable=protected-access
+    return inner, self._obs(obs), reward * self.reward_scale, terminated
+
+
+class MultiTaskState(NamedTuple):
+  """The state of a multi-task batch: each task's batched ``EnvState``
+  (leaves ``[B/K, ...]``) and, concatenated in task order, the fields the
+  rollout reads (``[B]``)."""
+  tasks: Tuple[EnvState, ...]
+  needs_reset: jax.Array
+  game_return: jax.Array
+  game_length: jax.Array
+
+
+class MultiTaskJaxEnv:
+  """``K`` tasks behind the batch interface of ``JaxEnv`` (``batch_reset``,
+  ``batch_step``, ``task_ids``, ``spec``), for the Anakin layout.
+
+  A batch of ``B`` environments (on one device) is ``B/K`` of each task, in
+  task order: rows ``k B/K .. (k+1) B/K - 1`` play task ``k``. Each task is
+  ``vmap``ped over its own rows inside the one compiled program; the
+  observations, rewards and flags are joined along ``B``. Every task must
+  have the same observation shape (``TaskEnv`` pads) and action count.
+  """
+
+  def __init__(self, envs: Tuple[JaxEnv, ...]):
+    envs = tuple(envs)
+    if len(envs) < 2:
+      raise ValueError('a multi-task environment needs two or more tasks.')
+    first = envs[0].spec
+    for env in envs[1:]:
+      if tuple(env.spec.obs_shape) != tuple(first.obs_shape):
+        raise ValueError(
+            f'tasks {first.env_id} and {env.spec.env_id} have observations '
+            f'{tuple(first.obs_shape)} and {tuple(env.spec.obs_shape)}.')
+      if env.spec.num_actions != first.num_actions:
+        raise ValueError(
+            f'tasks {first.env_id} and {env.spec.env_id} have '
+            f'{first.num_actions} and {env.spec.num_actions} actions; a '
+            'multi-task agent needs one action set (--full_action_space).')
+    self.envs = envs
+    self.num_tasks = len(envs)
+    self.spec = dataclasses.replace(
+        first, env_id=','.join(e.spec.env_id for e in envs),
+        max_episode_steps=max(e.spec.max_episode_steps for e in envs),
+        envpool_kwargs={'tasks': [dict(e.spec.envpool_kwargs, env_id=
+                                       e.spec.env_id) for e in envs]})
+
+  def _rows(self, batch_size: int) -> int:
+    if batch_size % self.num_tasks:
+      raise ValueError(f'{batch_size} environments do not split over '
+                       f'{self.num_tasks} tasks.')
+    return batch_size // self.num_tasks
+
+  def batch_reset(self, keys: jax.Array):
+    n = self._rows(keys.shape[0])
+    parts = [env.batch_reset(keys[k * n:(k + 1) * n])
+             for k, env in enumerate(self.envs)]
+    states = tuple(p[0] for p in parts)
+    obs = jnp.concatenate([p[1] for p in parts], axis=0)
+    return self._join(states), obs
+
+  def batch_step(self, state: MultiTaskState, actions: jax.Array,
+                 keys: jax.Array):
+    n = self._rows(actions.shape[0])
+    parts = [env.batch_step(state.tasks[k], actions[k * n:(k + 1) * n],
+                            keys[k * n:(k + 1) * n])
+             for k, env in enumerate(self.envs)]
+    states = tuple(p[0] for p in parts)
+    joined = [jnp.concatenate([p[i] for p in parts], axis=0)
+              for i in range(1, 5)]
+    return (self._join(states), *joined)
+
+  @staticmethod
+  def _join(states: Tuple[EnvState, ...]) -> MultiTaskState:
+    cat = lambda name: jnp.concatenate([getattr(s, name) for s in states])
+    return MultiTaskState(tasks=states, needs_reset=cat('needs_reset'),
+                          game_return=cat('game_return'),
+                          game_length=cat('game_length'))
+
+  def task_ids(self, batch_size: int) -> jax.Array:
+    return jnp.repeat(jnp.arange(self.num_tasks, dtype=jnp.int32),
+                      self._rows(batch_size))
+
+
+def common_obs_shape(specs) -> Tuple[int, ...]:
+  """The smallest shape every spec's observations fit (per-axis maximum)."""
+  shapes = [tuple(s.obs_shape) for s in specs]
+  if len({len(s) for s in shapes}) != 1:
+    raise ValueError(f'tasks have observations of different ranks: '
+                     f'{shapes}.')
+  return tuple(max(dims) for dims in zip(*shapes))
 
 
 # ------------------------------------------------- host-stepped batch ---
