@@ -148,3 +148,27 @@ def test_rate_meter():
   assert meter.rate(1000) == 500.0
   now[0] = 3.0
   assert meter.rate(1100) == 100.0
+
+
+def test_task_episode_stats_per_task_columns_and_normalised_aggregates():
+  from impala_jax import scores  # pylint: disable=g-import-not-at-top
+  from impala_jax.metrics import TaskEpisodeStats  # pylint: disable=g-import-not-at-top
+  pong, breakout = (scores.reference_for('Pong-v5'),
+                    scores.reference_for('Breakout-v5'))
+  stats = TaskEpisodeStats(['Pong-v5', 'Breakout-v5'],
+                           ['Pong-v5', 'Breakout-v5'],
+                           normalise=scores.normalized_score)
+  stats.add([pong.human, breakout.random, breakout.random], [10, 20, 30],
+            tasks=[0, 1, 1])
+  row = stats.columns()
+  assert row['episode_return/Pong-v5'] == pong.human
+  assert row['episodes/Breakout-v5'] == 2
+  assert row['hns_median'] == 0.5 and row['hns_mean'] == 0.5
+  # Nothing new: per-task means are empty, the aggregate keeps the history.
+  row = stats.columns()
+  assert row['episodes/Pong-v5'] == 0 and row['hns_mean'] == 0.5
+  # Tasks without references: no aggregate columns.
+  other = TaskEpisodeStats(['a', 'b'], ['a', 'b'],
+                           normalise=scores.normalized_score)
+  other.add([1.0, 2.0], [1, 1], tasks=[0, 1])
+  assert 'hns_median' not in other.columns()

@@ -136,3 +136,31 @@ def test_final_table_names_each_protocol(tmp_path):
   # DMLab-only or paper-free tables say nothing about the paper's protocol.
   assert 'paper scores' not in plotting.final_table(
       {'mine': results}, reps=50, paper_variant='none')
+
+
+def test_multitask_runs_give_one_curve_per_task(tmp_path):
+  """A multi-task run's per-task columns become curves of their games
+  (over each task's share of the frames), beside single-task runs, and
+  feed the suite's normalised aggregate."""
+  root = str(tmp_path)
+  run = os.path.join(root, 'pong_breakout', 'seed_1')
+  os.makedirs(run)
+  pong, breakout = (scores.reference_for('Pong-v5'),
+                    scores.reference_for('Breakout-v5'))
+  with open(os.path.join(run, 'metrics.csv'), 'w') as f:
+    f.write('frames,episode_return,episode_return/Pong-v5,'
+            'episode_return/Breakout-v5\n')
+    for i in range(1, 11):
+      f.write(f'{2000 * i},0,{pong.human},{"" if i == 3 else breakout.human}'
+              '\n')
+  write_run(os.path.join(root, 'Pong-v5', 'seed_9'), np.arange(1, 11) * 1000,
+            [pong.random] * 10)
+  results = plotting.load_results(root)
+  assert sorted(results) == ['Breakout-v5', 'Pong-v5']
+  assert [c.run for c in results['Pong-v5']] == ['seed_9', 'seed_1']
+  multi = results['Pong-v5'][1]
+  np.testing.assert_array_equal(multi.frames, np.arange(1, 11) * 1000)
+  assert len(results['Breakout-v5'][0].frames) == 9    # the empty cell
+  grid, agg, games = plotting.normalized_aggregate_curve(
+      {'Breakout-v5': results['Breakout-v5']}, points=5)
+  np.testing.assert_allclose(agg, 1.0)
