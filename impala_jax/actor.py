@@ -132,9 +132,7 @@ class Actor:
     columns = self._columns[:self.batch_size]
     self._columns = self._columns[self.batch_size:]
     stats, self._stats = self._stats, RolloutStats(task_id=self.task_id)
-    trajectory = stack_columns(columns)._replace(
-        task_id=np.full((len(columns),), self.task_id, np.int32))
-    return trajectory, stats
+    return stack_columns(columns), stats
 
   def _step(self) -> None:
     batch = self.env.recv()
@@ -209,27 +207,38 @@ class Actor:
           behaviour_logits=self._logits[i].copy(), mask=self._mask[i].copy(),
           core_state=jax.tree_util.tree_map(lambda s: s[i].copy(),
                                             self._core_start),
-          param_version=np.int32(self._version[i])))
+          param_version=np.int32(self._version[i]),
+          task_id=np.int32(self.task_id)))
     for buf in (self._obs, self._first, self._last_action, self._last_reward):
       buf[env_ids, 0] = buf[env_ids, T]
 
 
+def _join(trajectories: List[Trajectory], time_major, batch_major
+          ) -> Trajectory:
+  """One trajectory from several: ``time_major`` joins the leaves with time
+  first, ``batch_major`` the per-column ones (``core_state``,
+  ``param_version``, ``task_id``; a missing ``task_id`` counts as 0)."""
+  first = trajectories[0]
+  field = lambda name: time_major(*[getattr(t, name) for t in trajectories])
+  return Trajectory(
+      inputs=jax.tree_util.tree_map(time_major,
+                                    *[t.inputs for t in trajectories]),
+      actions=field('actions'), rewards=field('rewards'),
+      discounts=field('discounts'),
+      behaviour_logits=field('behaviour_logits'), mask=field('mask'),
+      core_state=(jax.tree_util.tree_map(
+          batch_major, *[t.core_state for t in trajectories])
+                  if jax.tree_util.tree_leaves(first.core_state) else ()),
+      param_version=batch_major(*[t.param_version for t in trajectories]),
+      task_id=batch_major(*[np.zeros(np.shape(t.param_version), np.int32)
+                            if t.task_id is None else t.task_id
+                            for t in trajectories]).astype(np.int32))
+
+
 def stack_columns(columns: List[Trajectory]) -> Trajectory:
   """Per-env columns (time leading) -> one ``[T(+1), B, ...]`` trajectory."""
-  time_major = lambda *xs: np.stack(xs, axis=1)
-  batch_major = lambda *xs: np.stack(xs, axis=0)
-  first = columns[0]
-  return Trajectory(
-      inputs=jax.tree_util.tree_map(time_major, *[c.inputs for c in columns]),
-      actions=time_major(*[c.actions for c in columns]),
-      rewards=time_major(*[c.rewards for c in columns]),
-      discounts=time_major(*[c.discounts for c in columns]),
-      behaviour_logits=time_major(*[c.behaviour_logits for c in columns]),
-      mask=time_major(*[c.mask for c in columns]),
-      core_state=(jax.tree_util.tree_map(batch_major,
-                                         *[c.core_state for c in columns])
-                  if jax.tree_util.tree_leaves(first.core_state) else ()),
-      param_version=np.array([c.param_version for c in columns], np.int32))
+  return _join(columns, lambda *xs: np.stack(xs, axis=1),
+               lambda *xs: np.stack(xs, axis=0))
 
 
 def concat_trajectories(trajectories: List[Trajectory]) -> Trajectory:
@@ -237,22 +246,5 @@ def concat_trajectories(trajectories: List[Trajectory]) -> Trajectory:
   takes one piece from several actors)."""
   if len(trajectories) == 1:
     return trajectories[0]
-  time_major = lambda *xs: np.concatenate(xs, axis=1)
-  batch_major = lambda *xs: np.concatenate(xs, axis=0)
-  first = trajectories[0]
-  return Trajectory(
-      inputs=jax.tree_util.tree_map(time_major,
-                                    *[t.inputs for t in trajectories]),
-      actions=time_major(*[t.actions for t in trajectories]),
-      rewards=time_major(*[t.rewards for t in trajectories]),
-      discounts=time_major(*[t.discounts for t in trajectories]),
-      behaviour_logits=time_major(*[t.behaviour_logits
-                                    for t in trajectories]),
-      mask=time_major(*[t.mask for t in trajectories]),
-      core_state=(jax.tree_util.tree_map(
-          batch_major, *[t.core_state for t in trajectories])
-                  if jax.tree_util.tree_leaves(first.core_state) else ()),
-      param_version=batch_major(*[t.param_version for t in trajectories]),
-      task_id=batch_major(*[np.zeros((t.batch_size,), np.int32)
-                            if t.task_id is None else t.task_id
-                            for t in trajectories]))
+  return _join(trajectories, lambda *xs: np.concatenate(xs, axis=1),
+               lambda *xs: np.concatenate(xs, axis=0))

@@ -323,13 +323,12 @@ def host_metrics(metrics: Dict[str, Any],
 
 
 def _row(trainer: Trainer, metrics, episodes, rate, wall_time: float,
-         per_task=None) -> Dict[str, Any]:
+         per_task: metrics_lib.TaskEpisodeStats) -> Dict[str, Any]:
   """One ``metrics.csv`` row: progress, the games since the last row, the
   layout's columns, the wall time, the last update's metrics (and, for
   several tasks, each task's games and the suite's human-normalised
   aggregates)."""
-  names = per_task.names if per_task is not None else ()
-  host = host_metrics(metrics, names)
+  host = host_metrics(metrics, per_task.names)
   ep = episodes.drain()
   row = {
       'frames': trainer.frames, 'updates': trainer.updates,
@@ -337,7 +336,7 @@ def _row(trainer: Trainer, metrics, episodes, rate, wall_time: float,
       'episode_return': ep['episode_return'],
       'episode_length': ep['episode_length'], 'episodes': ep['episodes'],
   }
-  if per_task is not None and per_task.enabled:
+  if per_task.enabled:
     row.update(per_task.columns())
   row.update(**trainer.log_columns(), wall_time=wall_time)
   row.update(host)

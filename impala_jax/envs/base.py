@@ -145,6 +145,30 @@ class BatchedEnv(abc.ABC):
     self.close()
 
 
+def joint_spec(specs, env_id: str) -> EnvSpec:
+  """The ``EnvSpec`` one agent sees for several tasks (``specs``, in task
+  order): they must agree on observations and actions; the time limit is
+  the longest, ``envpool_kwargs['tasks']`` lists each task's own. Raises
+  ``ValueError`` (one line) where two tasks differ."""
+  first = specs[0]
+  for spec in specs[1:]:
+    for field, what in (('obs_shape', 'observations'),
+                        ('obs_dtype', 'observation dtypes'),
+                        ('num_actions', 'action counts'),
+                        ('action_repeat', 'action repeats')):
+      a, b = getattr(first, field), getattr(spec, field)
+      if a != b:
+        hint = (' (a multi-task agent needs one action set: '
+                '--full_action_space)' if field == 'num_actions' else '')
+        raise ValueError(f'tasks {first.env_id} and {spec.env_id} differ in '
+                         f'{what}: {a} and {b}{hint}.')
+  return dataclasses.replace(
+      first, env_id=env_id,
+      max_episode_steps=max(s.max_episode_steps for s in specs),
+      envpool_kwargs={'tasks': [dict(s.envpool_kwargs, env_id=s.env_id)
+                                for s in specs]})
+
+
 class ScaledRewardEnv(BatchedEnv):
   """``env`` with every reward (and so every game return) multiplied by
   ``scale``: a multi-task run's ``--task_reward_scales`` entry for one task,

@@ -14,13 +14,13 @@ decided here and only here:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Dict
 
 from impala_jax.config import (DMLAB_PREFIX, Config, num_tasks, task_config,
                                task_reward_scale, tasks)
-from impala_jax.envs.base import BatchedEnv, EnvSpec, ScaledRewardEnv
+from impala_jax.envs.base import (BatchedEnv, EnvSpec, ScaledRewardEnv,
+                                  joint_spec)
 from impala_jax.envs.envpool_env import AtariOptions, env_family
 from impala_jax.envs.registry import describe_env, make_env
 
@@ -61,32 +61,16 @@ def env_spec(config: Config) -> EnvSpec:
     return jax_env(config).spec
   if num_tasks(config) == 1:
     return describe_env(config.env, **env_options(config))
-  specs = [env_spec(task_config(config, k)) for k in range(num_tasks(config))]
-  first = specs[0]
-  for spec in specs[1:]:
-    for field, what in (('obs_shape', 'observations'),
-                        ('obs_dtype', 'observation dtypes'),
-                        ('num_actions', 'action counts'),
-                        ('action_repeat', 'action repeats')):
-      a, b = getattr(first, field), getattr(spec, field)
-      if a != b:
-        hint = (' (a multi-task Atari agent needs the full action set: '
-                '--full_action_space)' if field == 'num_actions' else '')
-        raise ValueError(f'tasks {first.env_id} and {spec.env_id} differ in '
-                         f'{what}: {a} and {b}{hint}.')
-  return dataclasses.replace(
-      first, env_id=config.env,
-      max_episode_steps=max(s.max_episode_steps for s in specs),
-      envpool_kwargs={'tasks': [dict(s.envpool_kwargs, env_id=s.env_id)
-                                for s in specs]})
+  return joint_spec([env_spec(task_config(config, k))
+                     for k in range(num_tasks(config))], config.env)
 
 
 def make_pool(config: Config, *, num_envs: int, batch_size: int, seed: int,
               num_threads: int = 0) -> BatchedEnv:
   """An envpool or DMLab pool of ``num_envs`` environments with the run's
   settings, stepped ``batch_size`` at a time (the Sebulba actors). A
-  multi-task config must be narrowed to one task first (``task_config``);
-  a task's ``task_reward_scales`` factor is applied by the actor."""
+  multi-task config must be narrowed to one task first: ``make_task_pool``
+  does that and applies the task's ``task_reward_scales`` factor."""
   if num_tasks(config) > 1:
     raise ValueError('make_pool builds one task\'s pool; pass '
                      'config.task_config(config, k).')
@@ -111,24 +95,25 @@ def jax_env(config: Config):
   their ``task_jax_env``s. Cached: the same settings give the same object,
   so a resumed run in the same process reuses its compiled program."""
   if num_tasks(config) == 1:
-    env = _jax_env(config.env, config.max_episode_steps,
-                   config.full_action_space)
-    scale = task_reward_scale(config, 0)
-    return env if scale == 1.0 else _task_env(env, env.spec.obs_shape, scale)
+    return task_jax_env(config, 0)
   return _multi_task_env(tuple(task_jax_env(config, k)
                                for k in range(num_tasks(config))))
 
 
 def task_jax_env(config: Config, task: int):
-  """Task ``task`` of a multi-task JAX run as its agent sees it: observations
-  padded to the tasks' common shape, rewards scaled by its
-  ``task_reward_scales`` entry (``jax_envs.TaskEnv``). Training and
-  evaluation both build their environments here."""
+  """Task ``task`` of a (multi-task) JAX run as its agent sees it:
+  observations padded to the tasks' common shape, rewards scaled by its
+  ``task_reward_scales`` entry (``jax_envs.TaskEnv``; the gymnax env itself
+  where neither applies). Training and evaluation both build their
+  environments here."""
   from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
   inners = [_jax_env(t, config.max_episode_steps, config.full_action_space)
             for t in tasks(config)]
   shape = jax_envs.common_obs_shape([e.spec for e in inners])
-  return _task_env(inners[task], shape, task_reward_scale(config, task))
+  inner, scale = inners[task], task_reward_scale(config, task)
+  if scale == 1.0 and tuple(inner.spec.obs_shape) == shape:
+    return inner
+  return _task_env(inner, shape, scale)
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,8 +146,7 @@ def make_host_env(config: Config, num_envs: int, seed: int,
   ``task`` exactly as its agent trained on it (padding, reward scale)."""
   if is_jax_env(config):
     from impala_jax.envs import jax_envs  # pylint: disable=g-import-not-at-top
-    env = (jax_env(config) if num_tasks(config) == 1
-           else task_jax_env(config, task))
-    return jax_envs.JaxBatchedEnv(env, num_envs, seed=seed)
+    return jax_envs.JaxBatchedEnv(task_jax_env(config, task), num_envs,
+                                  seed=seed)
   return make_task_pool(config, task, num_envs=num_envs, batch_size=num_envs,
                         seed=seed)

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from impala_jax.config import GYMNAX_PREFIX
-from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch
+from impala_jax.envs.base import BatchedEnv, EnvSpec, StepBatch, joint_spec
 
 # gymnax's MinAtar scatters ints into bool grids; jax warns about it at
 # trace time (harmless today). Only that message is silenced.
@@ -377,24 +377,10 @@ class MultiTaskJaxEnv:
     envs = tuple(envs)
     if len(envs) < 2:
       raise ValueError('a multi-task environment needs two or more tasks.')
-    first = envs[0].spec
-    for env in envs[1:]:
-      if tuple(env.spec.obs_shape) != tuple(first.obs_shape):
-        raise ValueError(
-            f'tasks {first.env_id} and {env.spec.env_id} have observations '
-            f'{tuple(first.obs_shape)} and {tuple(env.spec.obs_shape)}.')
-      if env.spec.num_actions != first.num_actions:
-        raise ValueError(
-            f'tasks {first.env_id} and {env.spec.env_id} have '
-            f'{first.num_actions} and {env.spec.num_actions} actions; a '
-            'multi-task agent needs one action set (--full_action_space).')
     self.envs = envs
     self.num_tasks = len(envs)
-    self.spec = dataclasses.replace(
-        first, env_id=','.join(e.spec.env_id for e in envs),
-        max_episode_steps=max(e.spec.max_episode_steps for e in envs),
-        envpool_kwargs={'tasks': [dict(e.spec.envpool_kwargs, env_id=
-                                       e.spec.env_id) for e in envs]})
+    self.spec = joint_spec([e.spec for e in envs],
+                           ','.join(e.spec.env_id for e in envs))
 
   def _rows(self, batch_size: int) -> int:
     if batch_size % self.num_tasks:
