@@ -130,7 +130,7 @@ def plan(env_ids: Sequence[str], seeds: Sequence[int], *, root: str,
   for env_id in env_ids:
     for seed in seeds:
       logdir = run_dir(root, env_id, seed)
-      command = [python, '-m', 'experiments.train', f'--preset={preset}',
+      command = [python, '-m', f'{__package__}.train', f'--preset={preset}',
                  f'--env={env_id}', f'--seed={seed}',
                  f'--total_frames={total_frames}', f'--logdir={logdir}',
                  '--noprogress', *extra]

@@ -36,13 +36,13 @@ import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
 import jax
 
-from experiments import _bench_common as common
+from . import _cli
+from . import _bench_common as common
 from impala_jax import presets
 from impala_jax import run_loop
 from impala_jax import runtime
@@ -159,5 +159,10 @@ def main(argv):
     print('wrote', _JSON.value)
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

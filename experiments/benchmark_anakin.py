@@ -33,13 +33,13 @@ import time
 import warnings
 from typing import List
 
-from absl import app
 from absl import flags
 from absl import logging
 
 import jax
 
-from experiments import _bench_common as common
+from . import _cli
+from . import _bench_common as common
 from impala_jax import anakin
 from impala_jax import config as config_lib
 from impala_jax import presets
@@ -232,5 +232,10 @@ def main(argv):
     print('wrote', _JSON.value)
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -35,13 +35,13 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 import jax
 import numpy as np
 
-from experiments import _bench_common as common
+from . import _cli
+from . import _bench_common as common
 from impala_jax.config import TORSOS, Config
 
 OBS_SHAPE = (4, 84, 84)
@@ -168,5 +168,10 @@ def main(argv):
     print('wrote', _JSON.value)
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -36,13 +36,13 @@ import statistics
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _cli
 from impala_jax.core import vtrace as vtrace_lib
 
 _T = flags.DEFINE_list('T', ['20', '80'], 'Unroll lengths to time.')
@@ -187,5 +187,10 @@ def main(argv):
     print('wrote', _JSON.value)
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -34,9 +34,10 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from . import _cli
 
 FLAGS = flags.FLAGS
 
@@ -224,5 +225,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(lambda argv: sys.exit(main(argv)), __name__)
+
+
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)))
+  run()

@@ -24,10 +24,16 @@ A results tree is ``ROOT/<game>/<run>/metrics.csv`` (what
 * ``aggregate.png``: the median (``--statistic``) over games of the
   human-normalised score vs frames, for the games with human/random
   reference scores (Atari-57, DMLab-30 capped at 100%);
+* ``aggregate_intervals.png`` and ``performance_profile.png`` (suites with
+  reference scores): rliable's median / IQM / mean / optimality gap of the
+  final normalised scores with 95% stratified-bootstrap intervals, and the
+  fraction of runs above each normalised score;
 * ``final_scores.md``: per game the final score (mean return over the last
   ``--final_fraction`` of each run's frames, then over seeds), its
-  normalised score and the paper's, and the median / IQM / mean normalised
-  score with 95% stratified-bootstrap confidence intervals.
+  normalised score and the paper's, the median / IQM / mean / optimality
+  gap of the normalised scores with 95% stratified-bootstrap confidence
+  intervals (rliable), and the probability of improvement between every
+  two trees over the same games.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 from absl import flags
+
+from . import _cli
 
 _ROOTS = flags.DEFINE_list('roots', None, 'Results trees, comma separated.')
 _LABELS = flags.DEFINE_list('labels', None,
@@ -132,6 +139,9 @@ def main(argv):
       statistic=_STATISTIC.value)
   if aggregate:
     paths.append(aggregate)
+  paths += plotting.save_rliable_plots(results, out,
+                                       fraction=_FINAL_FRACTION.value,
+                                       reps=_REPS.value, seed=_SEED.value)
   table = plotting.final_table(results, fraction=_FINAL_FRACTION.value,
                                paper_variant=variant, reps=_REPS.value,
                                seed=_SEED.value)
@@ -149,5 +159,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -43,9 +43,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from absl import app
 from absl import flags
 
+from . import _cli
 from impala_jax import reference_runs
 
 _SUITE = flags.DEFINE_string('suite', 'minatar', 'Suite to reproduce: '
@@ -103,7 +103,7 @@ def _evaluate(run_dir: str, num_games: int, total_frames: int
       done.get('checkpoint_frames', -1) >= total_frames):
     return done
   out = os.path.join(run_dir, 'eval.json')
-  command = [sys.executable, '-m', 'experiments.evaluate',
+  command = [sys.executable, '-m', f'{__package__}.evaluate',
              f'--logdir={run_dir}', f'--num_games={num_games}',
              f'--num_envs={min(num_games, 50)}', f'--json={out}.tmp']
   with open(os.path.join(run_dir, 'eval.log'), 'a') as log:
@@ -121,7 +121,7 @@ def results_table(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
                   eval_games: int) -> str:
   """The Markdown table of ``ROOT/results.md``."""
   if suite == 'atari':
-    from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+    from . import _runs as sweep  # pylint: disable=g-import-not-at-top
     return reference_runs.atari_table(
         {e: [sweep.run_dir(root, e, seed) for seed in seeds]
          for e, seeds in seeds_by_game.items()},
@@ -132,7 +132,7 @@ def results_table(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
 def _minatar_table(root: str, seeds_by_game: Dict[str, List[int]],
                    eval_games: int) -> str:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  from . import _runs as sweep  # pylint: disable=g-import-not-at-top
   suite = 'minatar'
   table = reference_runs.published(suite)
   lines = [
@@ -208,7 +208,7 @@ def _game_settings(suite: str, games: List[str], seeds: Optional[List[int]],
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  from . import _runs as sweep  # pylint: disable=g-import-not-at-top
   suite = _SUITE.value
   if suite not in SUITES:
     _fail(f'--suite must be one of {", ".join(SUITES)}, got {suite!r}.')
@@ -322,7 +322,7 @@ def _stale_fields(logdir: str, preset: str, env_id: str, seed: int,
 
 def _plots(suite: str, root: str, out: str, reference: bool) -> bool:
   """Curves of ``root`` (and the shipped reference runs) into ``out``."""
-  command = [sys.executable, '-m', 'experiments.plot',
+  command = [sys.executable, '-m', f'{__package__}.plot',
              f'--out={out}', '--paper_variant=none']
   if root:
     command += [f'--roots={root}',
@@ -339,7 +339,7 @@ def _plots(suite: str, root: str, out: str, reference: bool) -> bool:
 
 def _ship(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
           eval_games: int):
-  from experiments import _runs as sweep  # pylint: disable=g-import-not-at-top
+  from . import _runs as sweep  # pylint: disable=g-import-not-at-top
   dest_root = os.path.join(ROOT_DIR, 'impala_jax', 'data', 'reference_runs',
                            suite)
   for env_id, seeds in seeds_by_game.items():
@@ -362,5 +362,10 @@ def _ship(suite: str, root: str, seeds_by_game: Dict[str, List[int]],
   print(f'reproduce: shipped {n} runs to {dest_root}', flush=True)
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(lambda argv: sys.exit(main(argv)), __name__)
+
+
 if __name__ == '__main__':
-  app.run(lambda argv: sys.exit(main(argv)))
+  run()

@@ -31,10 +31,10 @@ import os
 import sys
 from typing import Sequence
 
-from absl import app
 from absl import flags
 
-from experiments._runs import (  # pylint: disable=unused-import
+from . import _cli
+from ._runs import (  # pylint: disable=unused-import
     DONE_NAME, LOG_NAME, Run, done_frames, execute, game_dir_name,
     is_finished, last_frames, mark_done, parse_seeds, plan, run_dir,
     summary, train_flag_error)
@@ -138,5 +138,10 @@ def main(argv):
   return 1 if any(run.status in ('failed', 'stopped') for run in runs) else 0
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

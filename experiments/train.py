@@ -30,10 +30,10 @@ import sys
 import traceback
 import typing
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from . import _cli
 from impala_jax import config as config_lib
 from impala_jax import presets
 
@@ -220,5 +220,10 @@ def main(argv):
   return 0
 
 
+def run():
+  """Console-command entry point (setup.cfg)."""
+  _cli.run(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -11,6 +11,7 @@ display needed).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -303,6 +304,25 @@ def _protocol_lines(results_by_label: Mapping[str, Results],
   return lines
 
 
+def suite_matrices(finals: Mapping[str, Mapping[str, Sequence[float]]]
+                   ) -> Dict[str, Tuple[Tuple[str, ...], np.ndarray]]:
+  """Per label, ``(games, [runs, games] normalised scores)`` from
+  ``{label: {game: [final score per run]}}``, over the games with
+  human/random references; every game keeps the first ``n`` runs, ``n``
+  the fewest any game has. Labels with no such game are left out."""
+  out = {}
+  for label, by_game in finals.items():
+    kept = {g: list(v) for g, v in by_game.items()
+            if v and scores_lib.reference_for(g) is not None}
+    if not kept:
+      continue
+    n = min(len(v) for v in kept.values())
+    games, matrix = scores_lib.normalized_matrix(
+        {g: v[:n] for g, v in sorted(kept.items())})
+    out[label] = (games, matrix)
+  return out
+
+
 def final_table(results_by_label: Mapping[str, Results], *,
                 fraction: float = 0.1, paper_variant: Optional[str] = None,
                 reps: int = 2000, seed: int = 0) -> str:
@@ -359,16 +379,9 @@ def final_table(results_by_label: Mapping[str, Results], *,
                  if paper is not None else '')
     lines.append('| ' + ' | '.join(row) + ' |')
   aggregate_lines = []
-  for label in labels:
-    kept = {g: v for g, v in finals[label].items()
-            if scores_lib.reference_for(g) is not None}
-    if not kept:
-      continue
-    counts = {len(v) for v in kept.values()}
-    n = min(counts)
-    # Equal runs per game for the [runs, games] matrix: the first n seeds.
-    _, matrix = scores_lib.normalized_matrix({g: v[:n]
-                                              for g, v in kept.items()})
+  matrices = suite_matrices(finals)
+  for label, (kept, matrix) in matrices.items():
+    n = matrix.shape[0]
     cis = scores_lib.aggregates_with_ci(matrix, reps=reps, seed=seed)
     parts = [f'{name} {scores_lib.format_percent(ci.point)} '
              f'[{scores_lib.format_percent(ci.low)}, '
@@ -377,6 +390,14 @@ def final_table(results_by_label: Mapping[str, Results], *,
     aggregate_lines.append(f'- **{label}** ({len(kept)} games, {n} '
                            f'run{"s" if n > 1 else ""} each): '
                            + ', '.join(parts))
+  for (a, (games_a, x)), (b, (games_b, y)) in itertools.combinations(
+      matrices.items(), 2):
+    if games_a != games_b:
+      continue
+    poi = scores_lib.probability_of_improvement(x, y, reps=reps, seed=seed)
+    aggregate_lines.append(
+        f'- P({a} > {b}) = {poi.point:.2f} [{poi.low:.2f}, {poi.high:.2f}] '
+        f'(probability of improvement, {len(games_a)} games)')
   if show_paper:
     for suite in scores_lib.SUITES:
       keys = [scores_lib.canonical_game(g) for g in games]
@@ -396,8 +417,9 @@ def final_table(results_by_label: Mapping[str, Results], *,
             f', mean '
             f'{scores_lib.format_percent(scores_lib.aggregate_mean(matrix))}')
   if aggregate_lines:
-    lines += ['', 'Human-normalised aggregates (95% stratified bootstrap '
-              'confidence intervals):', ''] + aggregate_lines
+    lines += ['', 'Human-normalised aggregates (rliable: 95% stratified '
+              'bootstrap confidence intervals; optimality gap: lower is '
+              'better):', ''] + aggregate_lines
   return '\n'.join(lines) + '\n'
 
 
@@ -555,6 +577,62 @@ def save_aggregate_plot(results_by_label: Mapping[str, Results], path: str,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def save_rliable_plots(results_by_label: Mapping[str, Results], out_dir: str,
+                       *, fraction: float = 0.1, reps: int = 2000,
+                       seed: int = 0) -> List[str]:
+  """rliable's suite figures from each label's final scores (the games with
+  human/random references): ``aggregate_intervals.png`` (median, IQM, mean
+  and optimality gap with 95% stratified-bootstrap intervals) and
+  ``performance_profile.png`` (fraction of runs above each normalised
+  score, with its band). Returns the paths written (none without such
+  games)."""
+  finals = {label: final_scores(res, fraction)
+            for label, res in results_by_label.items()}
+  matrices = {label: matrix for label, (_, matrix)
+              in suite_matrices(finals).items()}
+  if not matrices:
+    return []
+  plt = _pyplot()
+  from rliable import plot_utils  # pylint: disable=g-import-not-at-top
+  names = tuple(scores_lib.AGGREGATES)
+  points, intervals = {}, {}
+  for label, matrix in matrices.items():
+    cis = scores_lib.aggregates_with_ci(matrix, reps=reps, seed=seed,
+                                        names=names)
+    points[label] = np.array([cis[n].point for n in names])
+    intervals[label] = np.array([[cis[n].low for n in names],
+                                 [cis[n].high for n in names]])
+  colors = {label: f'C{i}' for i, label in enumerate(matrices)}
+  os.makedirs(out_dir, exist_ok=True)
+  fig, _ = plot_utils.plot_interval_estimates(
+      points, intervals, metric_names=['Median', 'IQM', 'Mean',
+                                       'Optimality gap'],
+      algorithms=list(matrices), colors=colors,
+      xlabel='Human-normalised score',
+      # rliable places the label for tall figures; short ones need it lower.
+      xlabel_y_coordinate=-0.1 - 1.0 / len(matrices))
+  agg_path = os.path.join(out_dir, 'aggregate_intervals.png')
+  fig.savefig(agg_path, dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  top = max(2.0, max(float(np.max(m)) for m in matrices.values()))
+  taus = np.linspace(0.0, top, 41)
+  profiles = scores_lib.performance_profile(matrices, taus, reps=reps,
+                                            seed=seed)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  plot_utils.plot_performance_profiles(
+      {label: p[0] for label, p in profiles.items()}, taus,
+      performance_profile_cis={label: np.stack([p[1], p[2]])
+                               for label, p in profiles.items()},
+      colors=colors, ax=ax, xlabel=r'Human-normalised score ($\tau$)')
+  ax.legend([plt.Line2D([0], [0], color=colors[label]) for label in matrices],
+            list(matrices), fontsize='small')
+  fig.tight_layout()
+  profile_path = os.path.join(out_dir, 'performance_profile.png')
+  fig.savefig(profile_path, dpi=100)
+  plt.close(fig)
+  return [agg_path, profile_path]
 
 
 def _file_name(game: str) -> str:

@@ -18,22 +18,26 @@ shows them as percentages). DMLab-30 uses the capped variant
 ``min(normalised, 1)`` per level, as scalable_agent's
 ``compute_human_normalized_score(level_returns, per_level_cap=100)``.
 
-Aggregates follow rliable (Agarwal et al. 2021) on a ``[runs, games]`` array
-of normalised scores: median and mean over games of the per-game mean over
-runs; IQM is the mean of the middle 50% of all ``runs x games`` scores
-(``scipy.stats.trim_mean(x, 0.25, axis=None)``). Confidence intervals:
-stratified bootstrap (runs resampled with replacement within each game),
-percentile interval.
+Aggregates are computed by ``rliable`` (Agarwal et al. 2021, "Deep RL at
+the Edge of the Statistical Precipice") on a ``[runs, games]`` array of
+normalised scores: median and mean over games of the per-game mean over
+runs, IQM (the mean of the middle 50% of all ``runs x games`` scores) and
+the optimality gap; confidence intervals are rliable's stratified bootstrap
+(runs resampled with replacement within each game), percentile intervals.
+``performance_profile`` and ``probability_of_improvement`` are rliable's
+too; this module adds the checks, the tables and the normalisation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
 import importlib.resources
 import io
 import math
+import warnings
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -257,86 +261,159 @@ def _as_matrix(scores) -> np.ndarray:
   return x
 
 
+def _rliable():
+  """rliable's ``library`` and ``metrics`` (imported on first use: it pulls
+  in arch and statsmodels, which training never needs)."""
+  from rliable import library, metrics  # pylint: disable=g-import-not-at-top
+  return library, metrics
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+  """rliable's stratified bootstrap draws from NumPy's global generator
+  (``np.random.choice``) whatever ``random_state`` says: seed it for the
+  call and put the caller's state back. arch's deprecation warning for the
+  ``random_state`` that rliable passes is silenced."""
+  state = np.random.get_state()
+  np.random.seed(seed)
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', message='random_state is deprecated',
+                              category=FutureWarning)
+      yield np.random.RandomState(seed)
+  finally:
+    np.random.set_state(state)
+
+
 def aggregate_median(scores) -> float:
-  """Median over games of the per-game mean over runs; ``[runs, games]``."""
-  return float(np.median(np.mean(_as_matrix(scores), axis=0)))
+  """Median over games of the per-game mean over runs; ``[runs, games]``
+  (``rliable.metrics.aggregate_median``)."""
+  return float(_rliable()[1].aggregate_median(_as_matrix(scores)))
 
 
 def aggregate_mean(scores) -> float:
-  """Mean over games of the per-game mean over runs; ``[runs, games]``."""
-  return float(np.mean(np.mean(_as_matrix(scores), axis=0)))
-
-
-def _trimmed_mean_sorted(sorted_values: np.ndarray) -> np.ndarray:
-  """Mean of the middle 50% along the last axis of sorted values: drops
-  ``int(0.25 * n)`` from each end (as ``scipy.stats.trim_mean``)."""
-  n = sorted_values.shape[-1]
-  cut = int(0.25 * n)
-  return np.mean(sorted_values[..., cut:n - cut], axis=-1)
+  """Mean over games of the per-game mean over runs; ``[runs, games]``
+  (``rliable.metrics.aggregate_mean``)."""
+  return float(_rliable()[1].aggregate_mean(_as_matrix(scores)))
 
 
 def aggregate_iqm(scores) -> float:
-  """Interquartile mean over all ``runs x games`` scores (rliable)."""
-  x = _as_matrix(scores)
-  return float(_trimmed_mean_sorted(np.sort(x.reshape(-1))))
+  """Interquartile mean over all ``runs x games`` scores: the 25% trimmed
+  mean (``rliable.metrics.aggregate_iqm``)."""
+  return float(_rliable()[1].aggregate_iqm(_as_matrix(scores)))
+
+
+def aggregate_optimality_gap(scores, gamma: float = 1.0) -> float:
+  """``gamma - mean(min(score, gamma))`` over all ``runs x games`` scores:
+  how far below human level (``gamma = 1``) the runs fall on average
+  (``rliable.metrics.aggregate_optimality_gap``); lower is better."""
+  return float(_rliable()[1].aggregate_optimality_gap(_as_matrix(scores),
+                                                        gamma))
 
 
 AGGREGATES: Dict[str, Callable[[np.ndarray], float]] = {
     'median': aggregate_median,
-    'mean': aggregate_mean,
     'iqm': aggregate_iqm,
+    'mean': aggregate_mean,
+    'optimality_gap': aggregate_optimality_gap,
 }
 
 
-def _batched(name: str, samples: np.ndarray) -> np.ndarray:
-  """An aggregate of each ``[reps, runs, games]`` replicate -> ``[reps]``."""
-  if name == 'median':
-    return np.median(np.mean(samples, axis=1), axis=-1)
-  if name == 'mean':
-    return np.mean(samples, axis=(1, 2))
-  if name == 'iqm':
-    flat = np.sort(samples.reshape(samples.shape[0], -1), axis=-1)
-    return _trimmed_mean_sorted(flat)
-  raise ValueError(f'unknown aggregate {name!r}; choose one of '
-                   f'{", ".join(AGGREGATES)}.')
-
-
-def stratified_bootstrap(scores, reps: int = 2000, seed: int = 0
-                         ) -> np.ndarray:
-  """``[reps, runs, games]`` bootstrap replicates of ``[runs, games]``
-  scores: within each game, ``runs`` runs drawn with replacement."""
-  x = _as_matrix(scores)
-  if reps < 1:
-    raise ValueError(f'reps must be >= 1, got {reps}.')
-  runs, num_games = x.shape
-  rng = np.random.default_rng(seed)
-  index = rng.integers(0, runs, size=(reps, runs, num_games))
-  return x[index, np.arange(num_games)]
-
-
-def aggregates_with_ci(scores, *, reps: int = 2000, confidence: float = 0.95,
-                       seed: int = 0,
-                       names: Sequence[str] = ('median', 'iqm', 'mean')
-                       ) -> Dict[str, Interval]:
-  """``{name: Interval(point, low, high)}`` for each aggregate of
-  ``[runs, games]`` normalised scores, with a percentile confidence interval
-  of level ``confidence`` from a stratified bootstrap (``reps`` replicates,
-  ``seed``). With one run per game every replicate equals the data, so the
-  interval collapses to the point."""
-  if not 0.0 < confidence < 1.0:
-    raise ValueError(f'confidence must be in (0, 1), got {confidence}.')
-  x = _as_matrix(scores)
-  samples = stratified_bootstrap(x, reps=reps, seed=seed)
-  tail = 100.0 * (1.0 - confidence) / 2.0
-  out = {}
+def _check_names(names: Sequence[str]) -> Tuple[str, ...]:
   for name in names:
     if name not in AGGREGATES:
       raise ValueError(f'unknown aggregate {name!r}; choose one of '
                        f'{", ".join(AGGREGATES)}.')
-    values = _batched(name, samples)
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    out[name] = Interval(AGGREGATES[name](x), float(low), float(high))
-  return out
+  return tuple(names)
+
+
+def _check_confidence(confidence: float):
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f'confidence must be in (0, 1), got {confidence}.')
+
+
+def _check_reps(reps: int):
+  if reps < 1:
+    raise ValueError(f'reps must be >= 1, got {reps}.')
+
+
+def aggregates_with_ci(scores, *, reps: int = 2000, confidence: float = 0.95,
+                       seed: int = 0,
+                       names: Sequence[str] = ('median', 'iqm', 'mean',
+                                               'optimality_gap')
+                       ) -> Dict[str, Interval]:
+  """``{name: Interval(point, low, high)}`` for each aggregate of
+  ``[runs, games]`` normalised scores, with rliable's stratified-bootstrap
+  percentile interval of level ``confidence`` (runs resampled within each
+  game; ``reps`` replicates; ``seed``). With one run per game every
+  replicate equals the data, so the interval collapses to the point."""
+  _check_confidence(confidence)
+  _check_reps(reps)
+  names = _check_names(names)
+  x = _as_matrix(scores)
+  library, metrics = _rliable()
+  functions = [getattr(metrics, f'aggregate_{name}') for name in names]
+  def all_aggregates(m):   # [runs, games] -> [len(names)], per replicate
+    return np.array([f(m) for f in functions])
+  with _seeded(seed) as random_state:
+    points, intervals = library.get_interval_estimates(
+        {'x': x}, all_aggregates, reps=reps,
+        confidence_interval_size=confidence, random_state=random_state)
+  low, high = intervals['x']
+  return {name: Interval(float(points['x'][i]), float(low[i]),
+                         float(high[i]))
+          for i, name in enumerate(names)}
+
+
+def performance_profile(scores_by_label: Mapping[str, np.ndarray],
+                        taus: Sequence[float], *, reps: int = 2000,
+                        confidence: float = 0.95, seed: int = 0
+                        ) -> Dict[str, Tuple[np.ndarray, np.ndarray,
+                                             np.ndarray]]:
+  """rliable's score-distribution performance profile: for each label's
+  ``[runs, games]`` scores, the fraction of all runs x games above each
+  threshold ``taus [N]``, with a stratified-bootstrap interval.
+
+  Returns ``{label: (fraction [N], low [N], high [N])}``.
+  """
+  _check_confidence(confidence)
+  _check_reps(reps)
+  library, _ = _rliable()
+  matrices = {label: _as_matrix(x) for label, x in scores_by_label.items()}
+  tau_list = np.asarray(taus, np.float64)
+  # rliable's create_performance_profile with its default score
+  # distribution, through get_interval_estimates for a seeded bootstrap.
+  with _seeded(seed) as random_state:
+    profiles, cis = library.get_interval_estimates(
+        matrices, lambda m: library.score_distributions(m, tau_list),
+        reps=reps, confidence_interval_size=confidence,
+        random_state=random_state)
+  return {label: (np.asarray(profiles[label], np.float64),
+                  np.asarray(cis[label][0], np.float64),
+                  np.asarray(cis[label][1], np.float64))
+          for label in matrices}
+
+
+def probability_of_improvement(scores_x, scores_y, *, reps: int = 2000,
+                               confidence: float = 0.95, seed: int = 0
+                               ) -> Interval:
+  """P(X > Y): the probability that a run of X beats a run of Y on a game
+  drawn at random (Mann-Whitney U per game, averaged over games), for
+  ``[runs_x, games]`` and ``[runs_y, games]`` scores of the same games in the
+  same order, with rliable's stratified-bootstrap interval."""
+  _check_confidence(confidence)
+  _check_reps(reps)
+  x, y = _as_matrix(scores_x), _as_matrix(scores_y)
+  if x.shape[1] != y.shape[1]:
+    raise ValueError(f'both score matrices need the same games, got '
+                     f'{x.shape[1]} and {y.shape[1]} columns.')
+  library, metrics = _rliable()
+  with _seeded(seed) as random_state:
+    points, intervals = library.get_interval_estimates(
+        {'xy': [x, y]}, metrics.probability_of_improvement, reps=reps,
+        confidence_interval_size=confidence, random_state=random_state)
+  low, high = np.asarray(intervals['xy']).reshape(-1)[:2]
+  return Interval(float(points['xy']), float(low), float(high))
 
 
 def normalized_matrix(final_scores: Mapping[str, Sequence[float]],

@@ -4,6 +4,9 @@ progress lines, episode statistics, rate meter."""
 import io
 import math
 import os
+import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -75,6 +78,17 @@ def test_tensorboard_event_file(tmp_path):
     writer.write({'frames': 10, 'loss/total': 1.0, 'note': 'text'})
   events = [n for n in os.listdir(logdir) if 'tfevents' in n]
   assert events and os.path.getsize(os.path.join(logdir, events[0])) > 0
+
+
+def test_tensorboard_viewer_is_installed():
+  """README's `tensorboard --logdir runs` works in the venv as written."""
+  viewer = shutil.which('tensorboard',
+                        path=os.path.dirname(sys.executable))
+  assert viewer, 'tensorboard is not installed beside this Python'
+  proc = subprocess.run([viewer, '--version_tb'], capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip()[:1].isdigit(), proc.stdout   # its version
 
 
 def test_not_primary_writes_nothing(tmp_path):

@@ -101,10 +101,15 @@ def test_plot_program(tmp_path):
       cwd=_REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   for name in ('Pong-v5.png', 'all_games.png', 'aggregate.png',
+               'aggregate_intervals.png', 'performance_profile.png',
                'final_scores.md'):
     assert os.path.getsize(os.path.join(out, name)) > 0
   with open(os.path.join(out, 'final_scores.md')) as f:
-    assert '| Game | a score | a normalised | b score |' in f.read()
+    table = f.read()
+  assert '| Game | a score | a normalised | b score |' in table
+  assert 'optimality_gap' in table
+  # The same tree twice: neither is better.
+  assert '- P(a > b) = 0.50 [' in table
   bad = subprocess.run(
       [sys.executable, '-m', 'experiments.plot', f'--roots={tree}',
        f'--out={out}', '--paper_variant=best'],

@@ -50,6 +50,23 @@ def _read_rows(path):
     return list(csv.DictReader(f))
 
 
+def _check_tensorboard_events(logdir, rows):
+  """The run's event files load in TensorBoard's own reader, with README's
+  scalar tags and frames as the step axis."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+  acc = event_accumulator.EventAccumulator(str(logdir))
+  acc.Reload()
+  tags = acc.Tags()['scalars']
+  for tag in ('updates', 'sps', 'episode_return', 'episode_length',
+              'policy_lag', 'total_loss', 'pg_loss', 'grad_norm',
+              'learning_rate', 'mean_rho'):
+    assert tag in tags, (tag, tags)
+  steps = [event.step for event in acc.Scalars('updates')]
+  assert steps == [int(row['frames']) for row in rows]
+  values = [event.value for event in acc.Scalars('updates')]
+  assert values == [float(row['updates']) for row in rows]
+
+
 # ------------------------------------------------------------- learning ---
 def test_cartpole_learns_sync(tmp_path):
   result = runtime.train(_cartpole(seed=0), str(tmp_path), sync=True,
@@ -62,6 +79,7 @@ def test_cartpole_learns_sync(tmp_path):
               'policy_lag', 'total_loss', 'pg_loss', 'skipped_updates'):
     assert key in rows[0], key
   assert int(rows[-1]['frames']) == result.frames
+  _check_tensorboard_events(tmp_path, rows)
   config = json.loads((tmp_path / 'config.json').read_text())
   assert config['config']['env'] == 'CartPole-v1'
   assert checkpoint_lib.Checkpointer.has_checkpoint(

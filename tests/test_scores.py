@@ -174,7 +174,8 @@ def test_bootstrap_ci_known_data():
   x = np.tile(np.array([[0.5, 1.0, 2.0]]), (4, 1))
   cis = scores.aggregates_with_ci(x, reps=200, seed=1)
   for name, expected in (('median', 1.0), ('mean', 3.5 / 3),
-                         ('iqm', scores.aggregate_iqm(x))):
+                         ('iqm', scores.aggregate_iqm(x)),
+                         ('optimality_gap', (0.5 + 0 + 0) / 3)):
     assert cis[name].point == pytest.approx(expected)
     assert cis[name].low == pytest.approx(expected)
     assert cis[name].high == pytest.approx(expected)
@@ -197,12 +198,55 @@ def test_bootstrap_ci_covers_and_is_reproducible():
   assert a['mean'].low < 1.0 < a['mean'].high
 
 
-def test_stratified_bootstrap_resamples_within_games():
-  x = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
-  samples = scores.stratified_bootstrap(x, reps=50, seed=0)
-  assert samples.shape == (50, 3, 2)
-  assert set(np.unique(samples[:, :, 0])) <= {1.0, 2.0, 3.0}
-  assert set(np.unique(samples[:, :, 1])) <= {10.0, 20.0, 30.0}
+def test_bootstrap_resamples_runs_within_games():
+  # One game only: every replicate's mean is a mean of that game's runs, so
+  # the interval lies inside the runs' range (rliable's stratified bootstrap).
+  x = np.array([[1.0], [2.0], [3.0]])
+  ci = scores.aggregates_with_ci(x, reps=300, seed=0, names=('mean',))['mean']
+  assert ci.point == pytest.approx(2.0)
+  assert 1.0 <= ci.low < 2.0 < ci.high <= 3.0
+
+
+def test_optimality_gap_hand_computed():
+  # min(score, 1): 0, 0.5, 1, 1 -> mean 0.625 -> gap 0.375.
+  x = np.array([[0.0, 0.5], [1.0, 3.0]])
+  assert scores.aggregate_optimality_gap(x) == pytest.approx(0.375)
+  assert scores.aggregate_optimality_gap(x, gamma=2.0) == pytest.approx(
+      2.0 - (0.0 + 0.5 + 1.0 + 2.0) / 4)
+
+
+def test_probability_of_improvement_hand_computed():
+  # Game 1: x runs {1, 2} vs y runs {0, 3}: 2 of 4 pairs won -> 0.5.
+  # Game 2: x always higher -> 1.0. Averaged over games: 0.75.
+  x = np.array([[1.0, 5.0], [2.0, 6.0]])
+  y = np.array([[0.0, 1.0], [3.0, 2.0]])
+  poi = scores.probability_of_improvement(x, y, reps=200, seed=1)
+  assert poi.point == pytest.approx(0.75)
+  assert poi.low <= 0.75 <= poi.high
+  assert poi == scores.probability_of_improvement(x, y, reps=200, seed=1)
+  with pytest.raises(ValueError, match='same games'):
+    scores.probability_of_improvement(x, y[:, :1])
+
+
+def test_performance_profile_hand_computed():
+  x = np.array([[0.0, 0.5, 1.0, 2.0]])   # one run, four games
+  profile = scores.performance_profile({'a': x}, [-1.0, 0.25, 1.0, 5.0],
+                                       reps=50)
+  fraction, low, high = profile['a']
+  # Fraction of runs x games scoring above each threshold.
+  np.testing.assert_allclose(fraction, [1.0, 0.75, 0.25, 0.0])
+  # One run per game: every replicate equals the data.
+  np.testing.assert_allclose(low, fraction)
+  np.testing.assert_allclose(high, fraction)
+
+
+def test_rliable_leaves_global_numpy_state_alone():
+  np.random.seed(123)
+  want = np.random.random()
+  np.random.seed(123)
+  scores.aggregates_with_ci(np.random.default_rng(0).normal(size=(3, 4)),
+                            reps=20, seed=5)
+  assert np.random.random() == want
 
 
 def test_aggregate_errors():
