@@ -53,6 +53,13 @@ flags.DEFINE_string('video', None, 'Record one game to this .gif/.mp4 path.')
 flags.DEFINE_float('video_fps', 30.0, 'Frames per second of the video.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 flags.DEFINE_string('json', None, 'Also write the results to this file.')
+flags.DEFINE_string('wandb_project', None,
+                    'Log the scores (and --video) to this Weights & Biases '
+                    'project, in the run\'s own W&B run (LOGDIR/wandb_id). '
+                    'Default: the project the run trained with, if any; '
+                    '"" turns it off.')
+flags.DEFINE_string('wandb_mode', None,
+                    'online | offline | disabled (default: the run\'s).')
 
 
 class UsageError(Exception):
@@ -166,8 +173,20 @@ def main(argv):
     print(f'error: --video={FLAGS.video}: must end in .gif or .mp4.',
           file=sys.stderr)
     return 2
+  if FLAGS.wandb_mode not in (None, 'online', 'offline', 'disabled'):
+    print(f'error: --wandb_mode must be one of online, offline, disabled, '
+          f'got {FLAGS.wandb_mode!r}.', file=sys.stderr)
+    return 2
   try:
     config, network, params, meta = load_run(FLAGS.logdir, FLAGS.step)
+    wandb_project = (config.wandb_project if FLAGS.wandb_project is None
+                     else FLAGS.wandb_project)
+    if wandb_project:
+      from impala_jax import metrics  # pylint: disable=g-import-not-at-top
+      try:
+        metrics.require_wandb()
+      except ValueError as e:
+        raise UsageError(str(e)) from None
   except UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -222,7 +241,31 @@ def main(argv):
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump(summary, f, indent=2)
+  if wandb_project:
+    log_to_wandb(config, wandb_project, per_task, meta)
   return 0
+
+
+def log_to_wandb(config, project: str, per_task: dict, meta) -> None:
+  """The evaluation's scores (``eval/<task>/mean`` ...) and video
+  (``eval/video``) at the checkpoint's frames, in the run's W&B run."""
+  from impala_jax import metrics  # pylint: disable=g-import-not-at-top
+  logger = metrics.WandbLogger(
+      FLAGS.logdir, project=project, entity=config.wandb_entity,
+      mode=config.wandb_mode if FLAGS.wandb_mode is None else FLAGS.wandb_mode,
+      job_type='eval')
+  frames = int(meta.get('frames', 0))
+  row = {'frames': frames}
+  for name, summary in per_task.items():
+    for key in ('mean', 'median', 'std', 'min', 'max', 'mean_length',
+                'normalised_mean', 'normalised_median'):
+      if key in summary:
+        row[f'eval/{name}/{key}'] = summary[key]
+  logger.log(row)
+  if FLAGS.video:
+    logger.log_video('eval/video', FLAGS.video, frames, fps=FLAGS.video_fps)
+  print(f'wandb: logged to run {logger.run_id} ({logger.run_dir})')
+  logger.close()
 
 
 def run():

@@ -14,8 +14,10 @@ departure. Thresholds that may be disabled take ``none``
 (``--clip_rho_threshold=none``). Device lists are comma separated indices
 into this host's devices (``--actor_devices=0 --learner_devices=1,2``).
 
-Writes ``LOGDIR/config.json``, ``LOGDIR/metrics.csv``, TensorBoard events and
-orbax checkpoints in ``LOGDIR/checkpoints`` (every
+Writes ``LOGDIR/config.json``, ``LOGDIR/metrics.csv``, TensorBoard events
+(and, with ``--wandb_project=P``, a Weights & Biases run in ``LOGDIR/wandb``;
+``--wandb_mode=offline`` without a network) and orbax checkpoints in
+``LOGDIR/checkpoints`` (every
 ``--checkpoint_every_seconds`` and at exit). Re-running with the same
 ``--logdir`` resumes (``--noresume`` starts over in a new directory).
 Ctrl-C (SIGINT) or SIGTERM: finish the update, checkpoint, exit 0.
@@ -168,6 +170,9 @@ def main(argv):
   preset, why = preset_name()
   try:
     config = config_from_flags(preset)
+    if config.wandb_project:
+      from impala_jax import metrics  # pylint: disable=import-outside-toplevel
+      metrics.require_wandb()
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -46,6 +46,9 @@ ATARI_PROTOCOLS = {
 }
 
 
+WANDB_MODES = ('', 'online', 'offline', 'disabled')
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """A run's configuration. Defaults are the paper's Atari settings
@@ -132,6 +135,12 @@ class Config:
                                     # frames (both runtimes; metrics.csv
                                     # columns eval_return_mean/median)
   checkpoint_every_seconds: float = 600.0
+  # Weights & Biases (the ``wandb`` extra): off while the project is empty.
+  # The same scalars as TensorBoard, the config, evaluation videos.
+  wandb_project: str = ''
+  wandb_entity: str = ''            # team or user; empty: wandb's default
+  wandb_mode: str = ''              # online | offline | disabled; empty:
+                                    # $WANDB_MODE, else online
 
   def validate(self) -> 'Config':
     """Raises ``ValueError`` with a one-line reason for an invalid field."""
@@ -162,6 +171,9 @@ class Config:
     need(0.0 < self.popart_min_scale < self.popart_max_scale,
          f'--popart_min_scale must be > 0 and below --popart_max_scale, '
          f'got {self.popart_min_scale} and {self.popart_max_scale}.')
+    need(self.wandb_mode in WANDB_MODES,
+         f'--wandb_mode must be one of {", ".join(m for m in WANDB_MODES if m)}'
+         f' (or empty), got {self.wandb_mode!r}.')
     need(self.total_frames > 0,
          f'--total_frames must be > 0, got {self.total_frames}.')
     need(self.unroll_length >= 1,

@@ -38,6 +38,7 @@ import logging
 import math
 import numbers
 import os
+import secrets
 import sys
 import threading
 import time
@@ -108,6 +109,16 @@ def _write_atomically(path: str, header: Sequence[str],
   _fsync_dir(os.path.dirname(path))
 
 
+def _write_text_atomically(path: str, text: str):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  _fsync_dir(os.path.dirname(path))
+
+
 def _fsync_dir(directory: str):
   try:
     fd = os.open(directory or '.', os.O_RDONLY)
@@ -121,6 +132,83 @@ def _fsync_dir(directory: str):
     os.close(fd)
 
 
+WANDB_HINT = ("--wandb_project needs Weights & Biases: pip install "
+              "'impala_jax[wandb]' (or pip install wandb).")
+WANDB_ID_FILE = 'wandb_id'
+
+
+def require_wandb() -> None:
+  """Raises ``ValueError`` with a one-line install hint when the ``wandb``
+  extra is missing (called before anything compiles)."""
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ValueError(WANDB_HINT) from None
+
+
+class WandbLogger:
+  """One Weights & Biases run per run directory.
+
+  The run's id is kept in ``logdir/wandb_id``, so a resumed run, and
+  ``experiments.evaluate`` on the same directory, continue the same W&B run;
+  its local files go to ``logdir/wandb``. Scalars are logged against the
+  ``frames`` metric (TensorBoard's step axis), so rows replayed after a
+  resume do not fight W&B's own step counter.
+
+  Args:
+    logdir: the run directory.
+    project, entity: W&B project and team/user (entity empty: the default).
+    mode: ``online``, ``offline`` or ``disabled``; empty: ``$WANDB_MODE``,
+      else online.
+    config: the run's config (a dict) for W&B's config panel.
+    job_type: W&B's job type (``train``, ``eval``).
+  """
+
+  def __init__(self, logdir: str, *, project: str, entity: str = '',
+               mode: str = '', config: Optional[Dict[str, Any]] = None,
+               job_type: str = 'train'):
+    require_wandb()
+    import wandb  # pylint: disable=g-import-not-at-top
+    self._wandb = wandb
+    os.makedirs(logdir, exist_ok=True)
+    id_path = os.path.join(logdir, WANDB_ID_FILE)
+    if os.path.exists(id_path):
+      with open(id_path) as f:
+        run_id = f.read().strip()
+    else:
+      run_id = secrets.token_hex(4)   # W&B ids: lower-case letters, digits
+      _write_text_atomically(id_path, run_id + '\n')
+    self.run_id = run_id
+    self._run = wandb.init(
+        project=project, entity=entity or None, mode=mode or None,
+        dir=logdir, id=run_id, resume='allow', job_type=job_type,
+        name=os.path.basename(os.path.normpath(logdir)),
+        config=config or {}, settings=wandb.Settings(silent=True))
+    self._run.define_metric(FRAMES)
+    self._run.define_metric('*', step_metric=FRAMES)
+
+  @property
+  def run_dir(self) -> str:
+    """W&B's local directory of this run (under ``logdir/wandb``)."""
+    return os.path.dirname(self._run.dir)
+
+  def log(self, values: Dict[str, Any]):
+    """Logs the finite numbers of a metrics row (must hold ``frames``)."""
+    row = {key: float(value) for key, value in values.items()
+           if isinstance(value, numbers.Real) and not isinstance(value, bool)
+           and math.isfinite(float(value))}
+    row[FRAMES] = int(values[FRAMES])
+    self._run.log(row)
+
+  def log_video(self, key: str, path: str, frames: int, fps: float = 30.0):
+    """Logs a ``.gif``/``.mp4`` file as a W&B video at ``frames``."""
+    del fps   # a file carries its own frame rate
+    self._run.log({key: self._wandb.Video(path), FRAMES: int(frames)})
+
+  def close(self):
+    self._run.finish()
+
+
 class MetricsWriter:
   """The one metrics writer of a run: ``logdir/metrics.csv`` + TensorBoard.
 
@@ -132,12 +220,15 @@ class MetricsWriter:
     is_primary: False makes every method a no-op (non-zero processes of a
       multi-host run).
     columns: optional initial column order; more keys may still come.
+    wandb: also log every row to this W&B run (closed with the writer).
   """
 
   def __init__(self, logdir: str, *, resume_from_frames: Optional[int] = None,
                tensorboard: bool = True, is_primary: bool = True,
-               columns: Optional[Sequence[str]] = None):
+               columns: Optional[Sequence[str]] = None,
+               wandb: Optional['WandbLogger'] = None):
     self.logdir = logdir
+    self._wandb = wandb if is_primary else None
     self.is_primary = is_primary
     self.path = os.path.join(logdir, CSV_NAME)
     self._lock = threading.Lock()
@@ -243,6 +334,8 @@ class MetricsWriter:
             continue  # e.g. no game finished in the interval: a gap, not NaN
           self._tb.add_scalar(key, float(value), global_step=frames)
         self._tb.flush()   # rows are seconds apart: keep TB as fresh as CSV
+      if self._wandb is not None:
+        self._wandb.log(values)
 
   def close(self):
     if not self.is_primary:
@@ -256,6 +349,8 @@ class MetricsWriter:
         self._file.close()
       if self._tb is not None:
         self._tb.close()
+      if self._wandb is not None:
+        self._wandb.close()
 
   def __enter__(self):
     return self

@@ -224,9 +224,13 @@ def run(config: Config, trainer: Trainer, *, logdir: str, checkpointer,
     is_primary: this process writes files and evaluates.
     on_step: ``(update_count, metrics)`` after every step.
   """
+  wandb = (metrics_lib.WandbLogger(
+      logdir, project=config.wandb_project, entity=config.wandb_entity,
+      mode=config.wandb_mode, config=config_dict(config))
+           if config.wandb_project and is_primary else None)
   writer = metrics_lib.MetricsWriter(
       logdir, resume_from_frames=trainer.frames if resume else None,
-      is_primary=is_primary)
+      is_primary=is_primary, wandb=wandb)
   progress_line = (metrics_lib.Progress(config.total_frames)
                    if progress and is_primary else None)
   episodes = metrics_lib.EpisodeStats()
