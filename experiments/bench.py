@@ -5,7 +5,8 @@ r"""``impala-bench WHICH [flags]``: runs one of the benchmark programs.
 
 WHICH is ``pipeline`` (``benchmark``: env, learner and the asynchronous
 pipeline), ``learner`` (``benchmark_learner``), ``vtrace``
-(``benchmark_vtrace``) or ``anakin`` (``benchmark_anakin``). Only the
+(``benchmark_vtrace``), ``anakin`` (``benchmark_anakin``) or ``soak``
+(``soak``: resident memory over a long training run). Only the
 chosen program is imported, so each keeps its own absl flags.
 """
 
@@ -20,6 +21,7 @@ BENCHMARKS = {
     'learner': 'benchmark_learner',
     'vtrace': 'benchmark_vtrace',
     'anakin': 'benchmark_anakin',
+    'soak': 'soak',
 }
 
 

@@ -173,6 +173,15 @@ def main(argv):
     print(f'error: --video={FLAGS.video}: must end in .gif or .mp4.',
           file=sys.stderr)
     return 2
+  for name, ok, need in (
+      ('num_envs', FLAGS.num_envs is None or FLAGS.num_envs >= 1, '>= 1'),
+      ('video_fps', FLAGS.video_fps > 0, '> 0'),
+      ('step', FLAGS.step is None or FLAGS.step >= 0, '>= 0'),
+      ('seed', FLAGS.seed >= 0, '>= 0')):
+    if not ok:
+      print(f'error: --{name} must be {need}, got {FLAGS[name].value}.',
+            file=sys.stderr)
+      return 2
   if FLAGS.wandb_mode not in (None, 'online', 'offline', 'disabled'):
     print(f'error: --wandb_mode must be one of online, offline, disabled, '
           f'got {FLAGS.wandb_mode!r}.', file=sys.stderr)

@@ -72,7 +72,7 @@ REFERENCE_LABEL = 'reference'
 
 
 def _fail(message: str):
-  print(f'plot: error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
 

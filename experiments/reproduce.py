@@ -84,7 +84,7 @@ ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fail(message: str):
-  print(f'reproduce: error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
 

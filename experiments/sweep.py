@@ -63,7 +63,7 @@ _DRY_RUN = flags.DEFINE_boolean('dry_run', False,
 
 
 def _fail(message: str):
-  print(f'sweep: error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
 

@@ -147,6 +147,18 @@ def _run_name(config) -> str:
   return f'{config_lib.task_name(ids[0])}+{len(ids) - 1}'
 
 
+def _last_checkpoint(logdir: str) -> str:
+  """Where a failed run can resume from, for its last line."""
+  directory = os.path.join(logdir, 'checkpoints')
+  steps = sorted(int(name) for name in (os.listdir(directory)
+                                        if os.path.isdir(directory) else [])
+                 if name.isdigit())
+  if not steps:
+    return 'no checkpoint was written'
+  return (f'the last checkpoint is {os.path.join(directory, str(steps[-1]))}'
+          ' (run again with the same --logdir to resume)')
+
+
 def main(argv):
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}; flags look like '
@@ -156,6 +168,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   # Before anything touches a device (jax#12258).
   from impala_jax import distributed  # pylint: disable=import-outside-toplevel
+  try:
+    distributed.check_args(FLAGS.num_processes, FLAGS.process_id,
+                           FLAGS.heartbeat_timeout_seconds)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   if FLAGS.distributed or distributed.wants_distributed(
       FLAGS.coordinator_address, FLAGS.num_processes):
     try:
@@ -183,37 +201,48 @@ def main(argv):
     print('error: multi-host runs need an explicit --logdir shared by every '
           'process.', file=sys.stderr)
     return 2
-  print(f'impala_jax: {config.env}, preset {preset}'
-        + (f' ({why})' if why else '') + ', '
-        f'{config.total_frames:,} frames (env steps x action repeat), '
-        f'logdir {logdir}' + (f', {distributed.describe()}'
-                              if jax.process_count() > 1 else ''),
-        flush=True)
   from impala_jax.envs import env_family  # pylint: disable=import-outside-toplevel
-  if env_family(config_lib.tasks(config)[0]) == 'atari':
-    print(config_lib.describe_atari_protocol(config), flush=True)
-  if config_lib.num_tasks(config) > 1:
-    print(f'{config_lib.num_tasks(config)} tasks, one agent'
-          + (', PopArt' if config.popart else ', no PopArt')
-          + ': per-task columns episode_return/<task> in metrics.csv',
-          flush=True)
+  from impala_jax import run_loop  # pylint: disable=import-outside-toplevel
+
+  def announce(restored):
+    """The first lines, once the start is known (new run or resume)."""
+    print(f'impala_jax: {config.env}, preset {preset}'
+          + (f' ({why})' if why else '') + ', '
+          f'{config.total_frames:,} frames (env steps x action repeat), '
+          f'logdir {logdir}, {run_loop.describe_start(restored)}'
+          + (f', {distributed.describe()}' if jax.process_count() > 1
+             else ''), flush=True)
+    if env_family(config_lib.tasks(config)[0]) == 'atari':
+      print(config_lib.describe_atari_protocol(config), flush=True)
+    if config_lib.num_tasks(config) > 1:
+      print(f'{config_lib.num_tasks(config)} tasks, one agent'
+            + (', PopArt' if config.popart else ', no PopArt')
+            + ': per-task columns episode_return/<task> in metrics.csv',
+            flush=True)
+
   try:
     if config.runtime == 'anakin' or config.env.startswith(config_lib.GYMNAX_PREFIX):
       # JAX environments: acting and learning in one compiled program.
       from impala_jax import anakin  # pylint: disable=import-outside-toplevel
       result = anakin.train_anakin(config, logdir, resume=FLAGS.resume,
-                                   progress=FLAGS.progress)
+                                   progress=FLAGS.progress, on_start=announce)
     else:
       result = runtime.train(config, logdir, sync=not FLAGS['async'].value,
-                             resume=FLAGS.resume, progress=FLAGS.progress)
+                             resume=FLAGS.resume, progress=FLAGS.progress,
+                             on_start=announce)
   except runtime.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except (OSError, runtime.StalledActorError) as e:
+    # A full disk, a vanished directory, a stuck environment: the reason
+    # and where the run can resume from; a traceback would add nothing.
+    print(f'error: {e}; {_last_checkpoint(logdir)}', file=sys.stderr)
+    return 1
   except Exception as e:  # pylint: disable=broad-except
     # A failure inside the run (an actor thread, the learner): the full
     # traceback for debugging, then the one-line reason last.
     traceback.print_exc()
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {e}; {_last_checkpoint(logdir)}', file=sys.stderr)
     return 1
   recent = result.recent_returns[-20:]
   mean = sum(recent) / len(recent) if recent else float('nan')
@@ -222,6 +251,9 @@ def main(argv):
         f'games {mean:.1f}' + (' (stopped by signal; checkpoint written)'
                                if result.stopped_by_signal else ''),
         flush=True)
+  print('checkpoint: '
+        + os.path.join(logdir, 'checkpoints', str(result.updates))
+        + ' (run again with the same --logdir to resume)', flush=True)
   return 0
 
 

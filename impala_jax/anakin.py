@@ -295,7 +295,8 @@ def train_anakin(config: Config, logdir: str, *,
                  resume: Optional[bool] = None, progress: bool = True,
                  handle_signals: bool = True,
                  env: Optional[jax_envs.JaxEnv] = None,
-                 on_call: Optional[Callable[[int, dict], None]] = None):
+                 on_call: Optional[Callable[[int, dict], None]] = None,
+                 on_start: Optional[Callable[[Any], None]] = None):
   """Trains in the Anakin layout until ``config.total_frames`` (rounded up
   to whole calls of ``updates_per_call`` updates).
 
@@ -315,6 +316,8 @@ def train_anakin(config: Config, logdir: str, *,
     env: a ready ``JaxEnv`` instead of ``config.env`` (e.g. gymnax with
       non-default parameters).
     on_call: optional callback ``(update_count, metrics)`` after each call.
+    on_start: optional callback with the ``checkpoint.Restored`` the run
+      resumes from (None: a new run), before anything compiles.
 
   Returns:
     ``run_loop.RunResult``. Raises ``run_loop.ConfigError`` before compiling
@@ -326,23 +329,18 @@ def train_anakin(config: Config, logdir: str, *,
       config, spec, logdir, resume)
   actor_state = initial_actor_state(env, network, config, len(devices))
   meta: Dict[str, Any] = {}
-  if resume:
-    restored = checkpointer.restore(train_state)
-    if restored is not None:
-      train_state, meta = restored
-      flat = checkpointer.restore_extra(_flat_leaves(actor_state),
-                                        int(meta['update_count']))
-      if flat is None:
-        raise run_loop.ConfigError(
-            f'checkpoint {meta["update_count"]} in {checkpointer.directory} '
-            'has no environment state: it was not written by the Anakin '
-            'runtime.')
-      try:
-        actor_state = _from_flat(flat, actor_state)
-      except ValueError as e:
-        raise run_loop.ConfigError(str(e)) from None
-      log.info('resumed from update %d, frame %d',
-               int(train_state.update_count), train_state.frames)
+
+  def check(found) -> None:   # the environment state fits this config
+    found.extra = _from_flat(found.extra, actor_state)
+
+  restored = (run_loop.restore_run(
+      checkpointer, train_state, extra_template=_flat_leaves(actor_state),
+      check=check) if resume else None)
+  if restored is not None:
+    train_state, meta, actor_state = (restored.state, restored.meta,
+                                      restored.extra)
+  if on_start is not None:
+    on_start(restored)
   start_update = int(train_state.update_count)
   run_loop.write_config(logdir, config, spec, start_update)
   runner = AnakinRunner(config, env, network, devices, train_state,

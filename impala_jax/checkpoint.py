@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,38 @@ def _jsonable(value: Any) -> Any:
   if isinstance(value, (np.ndarray, jax.Array)):
     return np.asarray(value).tolist()
   return value
+
+
+class CheckpointError(ValueError):
+  """No checkpoint of a directory that has some can be restored (one line:
+  the directory and each step's reason)."""
+
+
+@dataclasses.dataclass
+class Restored:
+  """What ``Checkpointer.restore_newest`` found.
+
+  Attributes:
+    state, meta: as ``restore`` returns them.
+    step: the step restored.
+    extra: the ``extra`` item of that step (when a template was given).
+    damaged: ``[(step, reason)]`` of the newer steps that did not restore,
+      newest first (empty when the newest one did).
+  """
+  state: TrainState
+  meta: Dict[str, Any]
+  step: int
+  extra: Optional[Dict[str, Any]] = None
+  damaged: List[Tuple[int, str]] = dataclasses.field(default_factory=list)
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+  text = ' '.join(str(error).split()) or type(error).__name__
+  text = f'{type(error).__name__}: {text}'
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+DAMAGED_SUFFIX = '.damaged'
 
 
 class Checkpointer:
@@ -223,6 +255,61 @@ class Checkpointer:
     restored = manager.restore(step, args=ocp.args.Composite(
         extra=ocp.args.StandardRestore(target)))
     return jax.tree_util.tree_map(np.asarray, dict(restored['extra']))
+
+  def restore_newest(self, template: TrainState, *,
+                     extra_template: Optional[Dict[str, Any]] = None,
+                     check: Optional[Callable[[Restored], None]] = None
+                     ) -> Optional[Restored]:
+    """The newest checkpoint that restores whole, trying older ones when a
+    newer one is damaged (files truncated or missing, arrays that do not
+    match ``template``, no ``extra`` item when ``extra_template`` is given,
+    or ``check`` raising ``ValueError``).
+
+    None when the directory has no checkpoint. Raises ``CheckpointError``
+    when it has some and none restores. On the primary, the damaged newer
+    steps are renamed ``<step>.damaged`` (kept for inspection, no longer
+    listed), so the resumed run's next saves are not shadowed by them.
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
+      return None
+    damaged: List[Tuple[int, str]] = []
+    for step in steps:
+      try:
+        state, meta = self.restore(template, step=step)
+        extra = None
+        if extra_template is not None:
+          extra = self.restore_extra(extra_template, step)
+          if extra is None:
+            raise ValueError('no environment state (not written by the '
+                             'Anakin runtime)')
+        found = Restored(state, meta, step, extra, damaged)
+        if check is not None:
+          check(found)
+      except Exception as e:  # pylint: disable=broad-except
+        # orbax and tensorstore raise many types for a damaged step.
+        damaged.append((step, _one_line(e)))
+        continue
+      self._set_aside(step for step, _ in damaged)
+      return found
+    reasons = '; '.join(f'step {step}: {reason}' for step, reason in damaged)
+    raise CheckpointError(
+        f'no checkpoint in {self.directory} can be restored ({reasons}); '
+        'move the directory away to start over, or pass another --logdir.')
+
+  def _set_aside(self, steps) -> None:
+    steps = list(steps)
+    if not steps or not self.is_primary:
+      return
+    for step in steps:
+      path = os.path.join(self.directory, str(step))
+      target = path + DAMAGED_SUFFIX
+      k = 1
+      while os.path.exists(target):
+        k += 1
+        target = f'{path}{DAMAGED_SUFFIX}{k}'
+      os.replace(path, target)
+    self._manager.reload()
 
   def wait_until_finished(self):
     if self._manager is not None:

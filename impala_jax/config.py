@@ -135,6 +135,11 @@ class Config:
                                     # frames (both runtimes; metrics.csv
                                     # columns eval_return_mean/median)
   checkpoint_every_seconds: float = 600.0
+  keep_checkpoints: int = 3         # newest checkpoints kept; a damaged
+                                    # newest one falls back on the others
+  actor_timeout_seconds: float = 300.0  # envpool: the learner receiving
+                                    # nothing this long ends the run (a
+                                    # stalled actor), with a checkpoint
   # Weights & Biases (the ``wandb`` extra): off while the project is empty.
   # The same scalars as TensorBoard, the config, evaluation videos.
   wandb_project: str = ''
@@ -235,6 +240,29 @@ class Config:
          f'(--env=dmlab:<level>), got --env={self.env}.')
     need(not self.dmlab_dataset_path or self.env.startswith(DMLAB_PREFIX),
          f'--dmlab_dataset_path is for DMLab levels, got --env={self.env}.')
+    def above(name: str, low: float, strict: bool = False):
+      value = getattr(self, name)
+      need(value > low if strict else value >= low,
+           f'--{name} must be {">" if strict else ">="} {low:g}, got '
+           f'{value}.')
+    above('env_threads', 0)
+    above('noop_max', 0)
+    above('lstm_size', 1)
+    above('baseline_cost', 0)
+    above('entropy_cost', 0)
+    above('seed', 0)
+    above('keep_checkpoints', 1)
+    above('actor_timeout_seconds', 0, strict=True)
+    above('checkpoint_every_seconds', 0, strict=True)
+    above('log_every_seconds', 0)
+    need(len(self.mlp_sizes) >= 1 and all(n >= 1 for n in self.mlp_sizes),
+         f'--mlp_sizes needs one or more layer widths >= 1, got '
+         f'{list(self.mlp_sizes)}.')
+    need(0.0 <= self.rmsprop_momentum < 1.0,
+         f'--rmsprop_momentum must be in [0, 1), got {self.rmsprop_momentum}.')
+    need(all(i >= 0 for i in self.actor_devices + self.learner_devices),
+         f'--actor_devices and --learner_devices are indices >= 0, got '
+         f'{list(self.actor_devices)} and {list(self.learner_devices)}.')
     need(self.queue_size >= 1,
          f'--queue_size must be >= 1, got {self.queue_size}.')
     need(len(self.learner_devices) >= 1 and len(self.actor_devices) >= 1,

@@ -34,6 +34,21 @@ def wants_distributed(coordinator_address: Optional[str],
   return bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
 
 
+def check_args(num_processes: Optional[int], process_id: Optional[int],
+               heartbeat_timeout_seconds: int) -> None:
+  """Raises ``ValueError`` (one line) for out-of-range multi-host flags;
+  the training program calls it for every run, multi-host or not."""
+  if num_processes is not None and num_processes < 1:
+    raise ValueError(f'--num_processes must be >= 1, got {num_processes}.')
+  if process_id is not None and (process_id < 0 or (
+      num_processes is not None and process_id >= num_processes)):
+    raise ValueError(f'--process_id must be in [0, num_processes), got '
+                     f'{process_id}.')
+  if heartbeat_timeout_seconds < 1:
+    raise ValueError('--heartbeat_timeout_seconds must be >= 1, got '
+                     f'{heartbeat_timeout_seconds}.')
+
+
 def initialize(coordinator_address: Optional[str] = None,
                num_processes: Optional[int] = None,
                process_id: Optional[int] = None, *,
@@ -50,15 +65,7 @@ def initialize(coordinator_address: Optional[str] = None,
       the others then exit with an error.
     initialization_timeout: seconds to wait for every process to connect.
   """
-  if num_processes is not None and num_processes < 1:
-    raise ValueError(f'--num_processes must be >= 1, got {num_processes}.')
-  if (process_id is not None and num_processes is not None
-      and not 0 <= process_id < num_processes):
-    raise ValueError(f'--process_id must be in [0, {num_processes}), got '
-                     f'{process_id}.')
-  if heartbeat_timeout_seconds < 1:
-    raise ValueError('--heartbeat_timeout_seconds must be >= 1, got '
-                     f'{heartbeat_timeout_seconds}.')
+  check_args(num_processes, process_id, heartbeat_timeout_seconds)
   # Only affects collectives between CPU devices; GPUs/TPUs use their own.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import sys
@@ -42,6 +43,8 @@ from impala_jax.config import (Config, atari_protocol_changes,
                                describe_atari_protocol, task_names,
                                task_reward_scale, tasks)
 from impala_jax.envs import env_family
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -139,25 +142,86 @@ def set_on_signals(event: threading.Event,
   return restore
 
 
+def check_logdir(logdir: str) -> None:
+  """Raises ``ConfigError`` unless ``logdir`` can be created and written
+  (a probe file is written, synced and removed): an unwritable or full
+  directory is found before anything compiles."""
+  probe = os.path.join(logdir, f'.write-probe-{os.getpid()}')
+  try:
+    os.makedirs(logdir, exist_ok=True)
+    with open(probe, 'wb') as f:
+      f.write(b'\0' * 4096)
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'cannot write to --logdir={logdir}: '
+                      f'{e.strerror or e}.') from None
+
+
 def start_run(config: Config, spec, logdir: str, resume: Optional[bool],
               is_primary: bool = True):
   """The start every layout shares: the run directory, the network, the
   freshly initialised ``TrainState`` (the template a checkpoint restores
-  into) and the checkpointer of ``logdir/checkpoints``.
+  into) and the checkpointer of ``logdir/checkpoints`` (keeping the newest
+  ``config.keep_checkpoints``).
 
   Returns ``(network, template_state, checkpointer, resume)``, where
-  ``resume`` is resolved (None: True when a checkpoint exists).
+  ``resume`` is resolved (None: True when a checkpoint exists). Raises
+  ``ConfigError`` for an unwritable ``logdir`` and for ``resume=False``
+  over a directory that has checkpoints (never a silent fresh start over a
+  run).
   """
-  os.makedirs(logdir, exist_ok=True)
+  if is_primary:
+    check_logdir(logdir)
   ckpt_dir = os.path.join(logdir, 'checkpoints')
+  has_checkpoint = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
   if resume is None:
-    resume = checkpoint_lib.Checkpointer.has_checkpoint(ckpt_dir)
+    resume = has_checkpoint
+  elif not resume and has_checkpoint:
+    raise ConfigError(f'{ckpt_dir} has checkpoints and --noresume was given: '
+                      'start over in a new --logdir (or remove that '
+                      'directory).')
   network = learner_lib.make_network(config, spec.num_actions)
   template = learner_lib.init_train_state(
       config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
       jax.random.PRNGKey(config.seed))
-  checkpointer = checkpoint_lib.Checkpointer(ckpt_dir, is_primary=is_primary)
+  checkpointer = checkpoint_lib.Checkpointer(
+      ckpt_dir, is_primary=is_primary, max_to_keep=config.keep_checkpoints)
   return network, template, checkpointer, resume
+
+
+def restore_run(checkpointer, template, *, extra_template=None, check=None
+                ) -> Optional[checkpoint_lib.Restored]:
+  """``checkpointer.restore_newest`` for a resuming run: falls back past
+  damaged checkpoints (logged as a warning, and in the start line through
+  ``describe_start``); ``ConfigError`` when none restores."""
+  try:
+    restored = checkpointer.restore_newest(
+        template, extra_template=extra_template, check=check)
+  except checkpoint_lib.CheckpointError as e:
+    raise ConfigError(str(e)) from None
+  if restored is not None:
+    for step, reason in restored.damaged:
+      log.warning('checkpoint %d is damaged (%s); set aside as %d%s', step,
+                  reason, step, checkpoint_lib.DAMAGED_SUFFIX)
+    log.info('resumed from update %d, frame %d', restored.step,
+             restored.state.frames)
+  return restored
+
+
+def describe_start(restored: Optional[checkpoint_lib.Restored]) -> str:
+  """What the first line of a run says about its start: ``new run``, or the
+  checkpoint it resumes from and any damaged ones it fell back from."""
+  if restored is None:
+    return 'new run'
+  text = (f'resuming from the checkpoint at update {restored.step:,} '
+          f'({restored.state.frames:,} frames)')
+  if restored.damaged:
+    steps = ', '.join(str(step) for step, _ in restored.damaged)
+    text += (f', falling back from damaged checkpoint {steps} '
+             f'({restored.damaged[0][1]})')
+  return text
 
 
 def config_dict(config: Config) -> Dict[str, Any]:

@@ -26,6 +26,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -130,23 +131,28 @@ class _ActorThread(threading.Thread):
   """Runs one Actor, pushing (trajectory, stats) into the queue."""
 
   def __init__(self, index: int, actor: actor_lib.Actor, out: queue.Queue,
-               stop: threading.Event, errors: list, fail_after: int):
+               stop: threading.Event, errors: list, fault: Tuple[str, int]):
     super().__init__(name=f'actor-{index}', daemon=True)
     self.actor, self.out, self.stop, self.errors = actor, out, stop, errors
-    self.fail_after = fail_after
+    self.fault = fault
+    self.last_output = time.monotonic()   # when it last queued a trajectory
 
   def run(self) -> None:
     try:
       produced = 0
+      kind, after = self.fault
       while not self.stop.is_set():
-        if 0 <= self.fail_after <= produced:
+        if kind == 'actor' and after <= produced:
           raise RuntimeError(f'injected fault in {self.name} after '
                              f'{produced} trajectories')
+        if kind == 'stall' and after <= produced:
+          threading.Event().wait()   # a stuck environment: never returns
         item = self.actor.next_trajectory()
         produced += 1
         while not self.stop.is_set():
           try:
             self.out.put(item, timeout=0.1)
+            self.last_output = time.monotonic()
             break
           except queue.Full:
             continue
@@ -163,11 +169,19 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
-def _fault_after() -> int:
+def _fault() -> Tuple[str, int]:
+  """Test-only fault injection from ``$IMPALA_JAX_FAULT_INJECTION``:
+  ``actor:N`` makes actor 0 raise after N trajectories, ``stall:N`` makes
+  it block for ever (a stuck environment); ``('', -1)``: none."""
   spec = os.environ.get(FAULT_ENV_VAR, '')
-  if spec.startswith('actor:'):
-    return int(spec.split(':', 1)[1])
-  return -1
+  kind, _, after = spec.partition(':')
+  if kind in ('actor', 'stall') and after.isdigit():
+    return kind, int(after)
+  return '', -1
+
+
+class StalledActorError(RuntimeError):
+  """The learner received nothing from the actors for the timeout."""
 
 
 # --------------------------------------------------------------- train ---
@@ -178,13 +192,14 @@ class ActorPool:
   ``close`` stops the threads and closes the environments."""
 
   def __init__(self, actors: Sequence[actor_lib.Actor], queue_size: int,
-               sync: bool):
+               sync: bool, timeout_seconds: float = 300.0):
     self.actors = list(actors)
     self.sync = sync
+    self.timeout_seconds = timeout_seconds
     self._stop = threading.Event()
     self._errors: list = []
     self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-    self._fail_after = _fault_after()
+    self._fault = _fault()
     self._produced = 0
     self._multi_process = jax.process_count() > 1
     self._threads = []
@@ -194,7 +209,7 @@ class ActorPool:
     loop, so a stop or a failure always reaches ``close``)."""
     self._threads = [
         _ActorThread(i, actor, self._queue, self._stop, self._errors,
-                     self._fail_after if i == 0 else -1)
+                     self._fault if i == 0 else ('', -1))
         for i, actor in enumerate(self.actors)]
     for t in self._threads:
       t.start()
@@ -203,13 +218,16 @@ class ActorPool:
     return self._queue.qsize()
 
   def next(self, stop: threading.Event):
-    """The next ``(trajectory, stats)``; None when the run should stop
-    (``stop`` set; with several processes also when an actor failed: the
-    error is raised at exit, after every process stopped)."""
+    """The next ``(trajectory, stats)``; None when the run should stop:
+    ``stop`` set, or an actor failed or stalled (nothing received for
+    ``timeout_seconds``). The run loop then writes its checkpoint, and the
+    error is raised at exit (``raise_errors``; with several processes after
+    every process stopped)."""
     if stop.is_set():
       return None
     if self.sync:
-      if 0 <= self._fail_after <= self._produced:
+      kind, after = self._fault
+      if kind == 'actor' and after <= self._produced:
         raise RuntimeError(f'injected fault in actor-0 after '
                            f'{self._produced} trajectories')
       self._produced += 1
@@ -217,28 +235,46 @@ class ActorPool:
       return actor.next_trajectory()
     if not self._threads:
       self._start()
+    waiting_since = time.monotonic()
     while True:
       if self._errors:
-        if self._multi_process:
-          return None
-        self.raise_errors()
+        return None
       if stop.is_set():
         return None
       try:
         return self._queue.get(timeout=0.1)
       except queue.Empty:
+        if time.monotonic() - waiting_since > self.timeout_seconds:
+          self._stalled()
         continue
+
+  def _stalled(self) -> None:
+    """Records the actors that queued nothing within the timeout."""
+    now = time.monotonic()
+    silent = [t for t in self._threads
+              if now - t.last_output > self.timeout_seconds] or self._threads
+    names = ', '.join(t.name for t in silent)
+    error = StalledActorError(
+        f'no trajectory for {self.timeout_seconds:g} s (--actor_timeout_'
+        f'seconds); a stuck environment? {names} last produced '
+        f'{now - silent[0].last_output:.0f} s ago')
+    self._errors.append((names, error))
+    self._stop.set()
 
   def close(self) -> None:
     self._stop.set()
     for t in self._threads:
       t.join(timeout=5.0)
+    stuck = {t.actor for t in self._threads if t.is_alive()}
     for actor in self.actors:
-      actor.env.close()
+      if actor not in stuck:   # a stalled thread may still be inside it
+        actor.env.close()
 
   def raise_errors(self) -> None:
     if self._errors:
       name, error = self._errors[0]
+      if isinstance(error, StalledActorError):
+        raise StalledActorError(f'{name} stalled: {error}')
       raise RuntimeError(f'{name} failed: {type(error).__name__}: {error}'
                          ) from error
 
@@ -318,8 +354,8 @@ class SebulbaTrainer:
 def train(config: Config, logdir: str, *, sync: bool = False,
           resume: Optional[bool] = None, progress: bool = True,
           handle_signals: bool = True,
-          on_update: Optional[Callable[[int, dict], None]] = None
-          ) -> RunResult:
+          on_update: Optional[Callable[[int, dict], None]] = None,
+          on_start: Optional[Callable[[Any], None]] = None) -> RunResult:
   """Trains until ``config.total_frames`` frames have been learned from.
 
   Args:
@@ -331,6 +367,8 @@ def train(config: Config, logdir: str, *, sync: bool = False,
     progress: print the one-line progress display.
     handle_signals: SIGINT/SIGTERM stop the run cleanly (main thread only).
     on_update: optional callback ``(update_count, metrics)``.
+    on_start: optional callback with the ``checkpoint.Restored`` the run
+      resumes from (None: a new run), before anything compiles.
 
   Returns:
     a ``RunResult``. Raises ``ConfigError`` for bad settings (before
@@ -343,12 +381,11 @@ def train(config: Config, logdir: str, *, sync: bool = False,
       config, spec, logdir, resume, is_primary=primary)
   meta: Dict[str, Any] = {}
   state = template
-  if resume:
-    restored = checkpointer.restore(template)
-    if restored is not None:
-      state, meta = restored
-      log.info('resumed from update %d, frame %d', int(state.update_count),
-               state.frames)
+  restored = run_loop.restore_run(checkpointer, template) if resume else None
+  if restored is not None:
+    state, meta = restored.state, restored.meta
+  if on_start is not None:
+    on_start(restored)
   learner = learner_lib.Learner(
       config, network, learner_devices, spec.obs_shape, spec.obs_dtype,
       spec.action_repeat, template.rng, state=state)
@@ -377,9 +414,10 @@ def train(config: Config, logdir: str, *, sync: bool = False,
         device=actor_devices[i % len(actor_devices)], seed=seed,
         policy_step=policy_step, task_id=task))
   pieces = local_batch // piece
-  trainer = SebulbaTrainer(
-      spec, learner, ActorPool(actors, config.queue_size * pieces, sync),
-      store, start_update, pieces=pieces)
+  pool = ActorPool(actors, config.queue_size * pieces, sync,
+                   timeout_seconds=config.actor_timeout_seconds)
+  trainer = SebulbaTrainer(spec, learner, pool, store, start_update,
+                           pieces=pieces)
   return run_loop.run(
       config, trainer, logdir=logdir, checkpointer=checkpointer,
       network=network, resume=resume,

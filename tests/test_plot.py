@@ -115,7 +115,7 @@ def test_plot_program(tmp_path):
        f'--out={out}', '--paper_variant=best'],
       cwd=_REPO, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2
-  assert bad.stderr.strip().splitlines()[-1].startswith('plot: error:')
+  assert bad.stderr.strip().splitlines()[-1].startswith('error:')
 
 
 def test_final_table_names_each_protocol(tmp_path):

@@ -84,7 +84,7 @@ def test_sweep_flag_errors(tmp_path):
          *args], cwd=_REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, (args, result.stderr)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith('sweep: error:') and message in last, last
+    assert last.startswith('error:') and message in last, last
 
 
 def test_sweep_suite_dry_run(tmp_path):
