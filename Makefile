@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: train test bench install clean reproduce-minatar reproduce-atari
+.PHONY: train test bench bench-gpu install clean reproduce-minatar reproduce-atari
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) -m experiments.train $(TRAIN_FLAGS)
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures
+# such as the wheel build run once): the tests are independent (own tmp
+# dirs, free ports, subprocesses), and on 2 cores most of them wait on a
+# subprocess or a compile; --durations lists the slowest.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_FLAGS) tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 $(PYTEST_FLAGS) tests
 
 # The MinAtar results table from scratch (4 games x 3 seeds, 10M steps each,
 # then 100 evaluation games per run); resumable: re-run to continue.
@@ -38,6 +42,10 @@ reproduce-atari: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m experiments.benchmark_vtrace
+
+# The accelerator suite (issue 17): one JSON + one Markdown table in ~8 min.
+bench-gpu: $(STAMP)
+	$(PY) -m experiments.gpu_suite --json=bench_results/gpu_suite.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

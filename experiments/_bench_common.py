@@ -6,13 +6,16 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from typing import Sequence
 
 import jax
 import numpy as np
 
+from impala_jax import anakin
 from impala_jax.core import learner as learner_lib
+from impala_jax import runtime
 from impala_jax import testing
 from impala_jax.config import Config
 
@@ -123,3 +126,64 @@ def random_env_fps(make_env_fn, num_actions: int, seconds: float,
           'fps': steps * action_repeat / elapsed,
           'cpu_s_per_frame': cpu_s / (steps * action_repeat),
           'cores_busy': cpu_s / elapsed}
+
+
+def time_anakin(config: Config, seconds: float) -> dict:
+  """Steps/s of ``AnakinRunner.run`` on one device, compile excluded."""
+  env, devices = anakin.check_config(config)
+  network = learner_lib.make_network(config, env.spec.num_actions)
+  state = learner_lib.init_train_state(
+      config, network, env.spec.obs_shape, env.spec.obs_dtype, 1,
+      jax.random.PRNGKey(0))
+  actor_state = jax.jit(lambda k: anakin.init_actor_state(env, network, k))(
+      jax.random.split(jax.random.PRNGKey(1), config.batch_size))
+  runner = anakin.AnakinRunner(config, env, network, devices, state,
+                               actor_state)
+  start = time.perf_counter()
+  jax.block_until_ready(runner.run())
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(runner.run())   # one more untimed call
+  calls, start = 0, time.perf_counter()
+  while True:
+    jax.block_until_ready(runner.run())
+    calls += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds:
+      break
+  steps = calls * config.updates_per_call * config.unroll_length * (
+      config.batch_size)
+  return {'batch_size': config.batch_size, 'T': config.unroll_length,
+          'devices': len(devices),
+          'updates_per_call': config.updates_per_call, 'calls': calls,
+          'seconds': elapsed, 'first_call_s': compile_s,
+          'env_steps_per_s': steps / elapsed, 'fps': steps / elapsed}
+
+
+class _Enough(Exception):
+  """Ends a timed ``runtime.train`` run from its update callback."""
+
+
+def time_envpool(config: Config, seconds: float,
+                 skip_updates: int) -> dict:
+  """Steps/s of the asynchronous envpool pipeline (``runtime.train``)."""
+  stamps = []
+  per_update = config.unroll_length * config.batch_size
+
+  def on_update(n, metrics):
+    del metrics
+    stamps.append((n, time.perf_counter()))
+    if (len(stamps) > skip_updates and
+        stamps[-1][1] - stamps[skip_updates - 1][1] >= seconds):
+      raise _Enough()
+  with tempfile.TemporaryDirectory() as logdir:
+    try:
+      runtime.train(config, logdir, sync=False, resume=False, progress=False,
+                    handle_signals=False, on_update=on_update)
+    except _Enough:
+      pass
+  (u0, t0), (u1, t1) = stamps[skip_updates - 1], stamps[-1]
+  rate = (u1 - u0) * per_update / (t1 - t0)
+  return {'num_envs': config.num_envs, 'env_batch_size':
+          config.env_batch_size, 'batch_size': config.batch_size,
+          'T': config.unroll_length, 'updates_timed': u1 - u0,
+          'seconds': t1 - t0, 'env_steps_per_s': rate, 'fps': rate}

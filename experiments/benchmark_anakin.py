@@ -28,8 +28,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
-import time
 import warnings
 from typing import List
 
@@ -40,11 +38,8 @@ import jax
 
 from . import _cli
 from . import _bench_common as common
-from impala_jax import anakin
 from impala_jax import config as config_lib
 from impala_jax import presets
-from impala_jax.core import learner as learner_lib
-from impala_jax import runtime
 
 _CARTPOLE_B = flags.DEFINE_list(
     'cartpole_batch_sizes', ['64', '256', '1024', '4096'],
@@ -81,67 +76,6 @@ def _sizes(values: List[str], name: str) -> List[int]:
   if not sizes or min(sizes) < 1:
     _fail(f'--{name} needs sizes >= 1.')
   return sizes
-
-
-def time_anakin(config: config_lib.Config, seconds: float) -> dict:
-  """Steps/s of ``AnakinRunner.run`` on one device, compile excluded."""
-  env, devices = anakin.check_config(config)
-  network = learner_lib.make_network(config, env.spec.num_actions)
-  state = learner_lib.init_train_state(
-      config, network, env.spec.obs_shape, env.spec.obs_dtype, 1,
-      jax.random.PRNGKey(0))
-  actor_state = jax.jit(lambda k: anakin.init_actor_state(env, network, k))(
-      jax.random.split(jax.random.PRNGKey(1), config.batch_size))
-  runner = anakin.AnakinRunner(config, env, network, devices, state,
-                               actor_state)
-  start = time.perf_counter()
-  jax.block_until_ready(runner.run())
-  compile_s = time.perf_counter() - start
-  jax.block_until_ready(runner.run())   # one more untimed call
-  calls, start = 0, time.perf_counter()
-  while True:
-    jax.block_until_ready(runner.run())
-    calls += 1
-    elapsed = time.perf_counter() - start
-    if elapsed >= seconds:
-      break
-  steps = calls * config.updates_per_call * config.unroll_length * (
-      config.batch_size)
-  return {'batch_size': config.batch_size, 'T': config.unroll_length,
-          'devices': len(devices),
-          'updates_per_call': config.updates_per_call, 'calls': calls,
-          'seconds': elapsed, 'first_call_s': compile_s,
-          'env_steps_per_s': steps / elapsed, 'fps': steps / elapsed}
-
-
-class _Enough(Exception):
-  """Ends a timed ``runtime.train`` run from its update callback."""
-
-
-def time_envpool(config: config_lib.Config, seconds: float,
-                 skip_updates: int) -> dict:
-  """Steps/s of the asynchronous envpool pipeline (``runtime.train``)."""
-  stamps = []
-  per_update = config.unroll_length * config.batch_size
-
-  def on_update(n, metrics):
-    del metrics
-    stamps.append((n, time.perf_counter()))
-    if (len(stamps) > skip_updates and
-        stamps[-1][1] - stamps[skip_updates - 1][1] >= seconds):
-      raise _Enough()
-  with tempfile.TemporaryDirectory() as logdir:
-    try:
-      runtime.train(config, logdir, sync=False, resume=False, progress=False,
-                    handle_signals=False, on_update=on_update)
-    except _Enough:
-      pass
-  (u0, t0), (u1, t1) = stamps[skip_updates - 1], stamps[-1]
-  rate = (u1 - u0) * per_update / (t1 - t0)
-  return {'num_envs': config.num_envs, 'env_batch_size':
-          config.env_batch_size, 'batch_size': config.batch_size,
-          'T': config.unroll_length, 'updates_timed': u1 - u0,
-          'seconds': t1 - t0, 'env_steps_per_s': rate, 'fps': rate}
 
 
 def _best(rows: List[dict]) -> dict:
@@ -181,7 +115,7 @@ def main(argv):
                                learner_devices=anakin_devices)
     rows = []
     for b in sizes:
-      rows.append(time_anakin(dataclasses.replace(base, batch_size=b),
+      rows.append(common.time_anakin(dataclasses.replace(base, batch_size=b),
                               seconds))
       print(f'anakin  {base.env:<23s} B={b:5d}  '
             f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (compile '
@@ -203,7 +137,7 @@ def main(argv):
         unroll_length=anakin_cp.unroll_length, num_envs=b,
         env_batch_size=max(1, b // 2), batch_size=b, total_frames=10**9,
         lr_decay=False, log_every_seconds=1e9, checkpoint_every_seconds=1e9).validate()
-    rows.append(time_envpool(config, seconds, _SKIP_UPDATES.value))
+    rows.append(common.time_envpool(config, seconds, _SKIP_UPDATES.value))
     print(f'envpool CartPole-v1 (async)   B={b:5d}  '
           f'{rows[-1]["env_steps_per_s"]:11,.0f} steps/s  (envpool batch '
           f'{config.env_batch_size})', flush=True)

@@ -107,7 +107,14 @@ def load_run(logdir: str, step=None):
       config, network, spec.obs_shape, spec.obs_dtype, spec.action_repeat,
       jax.random.PRNGKey(config.seed))
   try:
-    restored = checkpointer.restore(template, step=step)
+    if step is None:   # the newest that restores, as a resumed run does
+      found = checkpointer.restore_newest(template)
+      restored = None if found is None else (found.state, found.meta)
+      for bad, reason in (found.damaged if found else []):
+        print(f'note: checkpoint {bad} is damaged ({reason}); evaluating '
+              f'{found.step}', file=sys.stderr)
+    else:
+      restored = checkpointer.restore(template, step=step)
   except (ValueError, FileNotFoundError) as e:
     raise UsageError(f'--logdir={logdir}: cannot restore the checkpoint: '
                      f'{e}') from None

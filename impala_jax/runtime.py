@@ -201,7 +201,6 @@ class ActorPool:
     self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
     self._fault = _fault()
     self._produced = 0
-    self._multi_process = jax.process_count() > 1
     self._threads = []
 
   def _start(self) -> None:

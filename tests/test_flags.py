@@ -62,7 +62,7 @@ PROGRAM_OUT_OF_RANGE = {
 }
 PROGRAMS = ('train', 'evaluate', 'plot', 'sweep', 'reproduce', 'benchmark',
             'benchmark_learner', 'benchmark_vtrace', 'benchmark_anakin',
-            'soak')
+            'soak', 'gpu_suite')
 WRONG_TYPE = {'int': 'abc', 'float': 'abc', 'bool': 'maybe',
               'enum': None, 'list': None, 'multi_string': None, 'string': None}
 

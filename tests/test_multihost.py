@@ -2,6 +2,7 @@
 ``jax.distributed`` with gloo CPU collectives (the multi-host path)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,10 +84,9 @@ def test_two_processes_train_with_identical_parameters(tmp_path):
   assert any(not np.array_equal(a, b) for a, b in zip(params, resumed))
 
 
-def test_killing_one_process_ends_the_other(tmp_path):
+def _start_pair(logdir):
   port = _free_port()
-  logdir = str(tmp_path / 'run')
-  procs = [subprocess.Popen(
+  return [subprocess.Popen(
       [sys.executable, '-m', 'experiments.train', '--preset=cartpole',
        f'--logdir={logdir}', '--noprogress', '--total_frames=100000000',
        '--log_every_seconds=0.5', '--learner_devices=0,1',
@@ -94,15 +94,44 @@ def test_killing_one_process_ends_the_other(tmp_path):
        f'--process_id={i}', '--heartbeat_timeout_seconds=5'],
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
-  metrics = os.path.join(logdir, 'metrics.csv')
-  deadline = time.monotonic() + 180
+
+
+def _wait_for_rows(procs, metrics, rows=3, timeout=180):
+  deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
-    if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3:
+    if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= rows:
       break
     if any(p.poll() is not None for p in procs):
       break
     time.sleep(0.2)
   assert all(p.poll() is None for p in procs), 'a process ended early'
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_stops_them_after_the_same_update(tmp_path):
+  logdir = str(tmp_path / 'run')
+  procs = _start_pair(logdir)
+  _wait_for_rows(procs, os.path.join(logdir, 'metrics.csv'))
+  for proc in procs:   # as a cluster scheduler's pre-emption does
+    proc.send_signal(signal.SIGTERM)
+  outputs = _communicate_all(procs, 120)
+  done = []
+  for code, out, err in outputs:
+    assert code == 0, out + err[-3000:]
+    line = [l for l in out.splitlines() if l.startswith('done:')]
+    assert line and 'stopped by signal' in line[0], out
+    done.append(int(line[0].split(' updates')[0].rsplit(' ', 1)[-1]))
+  assert done[0] == done[1], done    # the same update on both
+  steps = sorted(int(n) for n in os.listdir(os.path.join(logdir,
+                                                         'checkpoints'))
+                 if n.isdigit())
+  assert steps and steps[-1] == done[0]   # process 0 saved it
+
+
+def test_killing_one_process_ends_the_other(tmp_path):
+  logdir = str(tmp_path / 'run')
+  procs = _start_pair(logdir)
+  _wait_for_rows(procs, os.path.join(logdir, 'metrics.csv'))
   procs[1].kill()
   killed_at = time.monotonic()
   (code, out, err), = _communicate_all(procs[:1], 120)
