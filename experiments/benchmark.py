@@ -65,7 +65,7 @@ _JSON = flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 
 
 def _fail(message: str):
-  print(f'benchmark: error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
 

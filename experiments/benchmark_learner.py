@@ -69,7 +69,7 @@ _USE_LSTM = flags.DEFINE_bool('use_lstm', False, 'Add the LSTM core.')
 
 
 def _fail(message: str):
-  print(f'benchmark_learner: error: {message}', file=sys.stderr)
+  print(f'error: {message}', file=sys.stderr)
   sys.exit(2)
 
 

@@ -127,8 +127,20 @@ def time_calls(fn, args, iters):
   return samples
 
 
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  for name, values in (('T', _T.value), ('B', _B.value)):
+    if not values or not all(v.isdigit() and int(v) >= 1 for v in values):
+      _fail(f'--{name} takes integers >= 1, got {",".join(values or [])}.')
+  for flag in (_ITERS, _INNER, _REPEATS):
+    if flag.value < 1:
+      _fail(f'--{flag.name} must be >= 1, got {flag.value}.')
   candidates = make_candidates()
   modes = {'per_call': 1, 'in_program': _INNER.value}
   results = []

@@ -114,6 +114,8 @@ def main(argv):
     _fail(f'--smooth must be >= 1, got {_SMOOTH.value}.')
   if not 0.0 < _FINAL_FRACTION.value <= 1.0:
     _fail(f'--final_fraction must be in (0, 1], got {_FINAL_FRACTION.value}.')
+  if _SEED.value < 0:
+    _fail(f'--seed must be >= 0, got {_SEED.value}.')
   if _REPS.value < 1:
     _fail(f'--bootstrap_reps must be >= 1, got {_REPS.value}.')
   variants = {v for vs in scores.PAPER_VARIANTS.values() for v in vs}

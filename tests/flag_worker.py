@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 
-class Passed(Exception):
-  """Every check passed: the program would now start its work."""
+class Passed(BaseException):
+  """Every check passed: the program would now start its work (a
+  BaseException, so a program's own ``except Exception`` lets it through)."""
 
 
 def _stand_in(*args, **kwargs):
@@ -41,6 +42,24 @@ def main():
   elif program == 'plot':
     from impala_jax import plotting  # pylint: disable=g-import-not-at-top
     plotting.load_results = _stand_in
+  elif program == 'sweep':
+    module.plan = _stand_in
+  elif program == 'reproduce':
+    module._game_settings = _stand_in  # pylint: disable=protected-access
+  elif program == 'soak':
+    import subprocess  # pylint: disable=g-import-not-at-top
+    subprocess.Popen = _stand_in
+  elif program == 'gpu_suite':
+    module.learner_section = _stand_in
+  elif program == 'benchmark':
+    module.common.random_env_fps = _stand_in
+  elif program == 'benchmark_learner':
+    module.bench_one = _stand_in
+  elif program == 'benchmark_vtrace':
+    module.make_candidates = _stand_in
+  elif program == 'benchmark_anakin':
+    module.common.time_anakin = _stand_in
+    module.common.time_envpool = _stand_in
   results = []
   for args in cases:
     flags.FLAGS.unparse_flags()

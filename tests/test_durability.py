@@ -198,7 +198,7 @@ def test_soak_script_samples_memory_into_a_csv(tmp_path):
   out = str(tmp_path / 'soak')
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.soak', '--preset=cartpole',
-       '--seconds=14', '--warmup=6', '--interval=1', f'--out={out}',
+       '--seconds=30', '--warmup=10', '--interval=1', f'--out={out}',
        '--train_flag=--log_every_seconds=1'],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
   assert proc.returncode == 0, proc.stdout + proc.stderr

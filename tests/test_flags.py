@@ -1,8 +1,8 @@
 """Every bad flag is one line ``error: ...`` and exit code 2, no traceback.
 
 Every ``Config`` field (a flag of ``experiments.train``) and every flag of
-the programs gets a value of the wrong type; every field and the programs'
-own flags of ``train``, ``evaluate`` and ``plot`` get a value out of range.
+every program gets a value of the wrong type where its type has one, and a
+value out of range unless a table says why it has none.
 Each program's cases run in one process (``tests/flag_worker.py``: the real
 flag parsing and start-up checks, the work itself replaced by a stand-in).
 """
@@ -58,7 +58,44 @@ PROGRAM_OUT_OF_RANGE = {
                  'wandb_mode': 'cloudy', 'logdir': ''},
     'plot': {'smooth': '0', 'final_fraction': '0', 'bootstrap_reps': '0',
              'paper_variant': 'nope', 'reference': 'nope', 'spread': 'nope',
-             'statistic': 'nope', 'labels': 'a,b,c'},
+             'statistic': 'nope', 'labels': 'a,b,c', 'seed': '-1'},
+    'sweep': {'games': 'NoSuchGame-v5', 'seeds': 'x', 'preset': 'nope',
+              'total_frames': '0', 'parallel': '0', 'root': '',
+              'train_flag': '--logdir=elsewhere'},
+    'reproduce': {'suite': 'nope', 'games': 'nope', 'seeds': 'x',
+                  'total_frames': '0', 'eval_games': '0',
+                  'train_flag': '--logdir=elsewhere'},
+    'soak': {'seconds': '0', 'interval': '0', 'warmup': '-1', 'out': ''},
+    'gpu_suite': {'budget_seconds': '0', 'pipeline_seconds': '0',
+                  'pong_seconds': '0', 'json': ''},
+    'benchmark': {'preset': 'nope', 'env': 'NoSuchGame-v5',
+                  'env_seconds': '0', 'pipeline_seconds': '0',
+                  'learner_iters': '0', 'skip_updates': '0'},
+    'benchmark_learner': {'torsos': 'nope', 'T': '0', 'B': '0',
+                          'devices': '0', 'warmup': '-1', 'iters': '0',
+                          'num_actions': '0'},
+    'benchmark_vtrace': {'T': '0', 'B': 'x', 'iters': '0', 'inner': '0',
+                         'repeats': '0'},
+    'benchmark_anakin': {'cartpole_batch_sizes': '0',
+                         'breakout_batch_sizes': 'x',
+                         'envpool_batch_sizes': '0', 'updates_per_call': '0',
+                         'seconds': '0', 'skip_updates': '0',
+                         'anakin_devices': '0'},
+}
+# Flags whose every value is in range (free text, paths, booleans).
+PROGRAM_NO_RANGE = {
+    'train': {'logdir', 'resume', 'async', 'progress', 'coordinator_address',
+              'distributed'},
+    'evaluate': {'greedy', 'json', 'wandb_project'},
+    'plot': {'roots', 'out'},
+    'sweep': {'suite', 'dry_run'},
+    'reproduce': {'root', 'ship'},
+    'soak': {'preset', 'env', 'train_flag'},
+    'gpu_suite': {'smoke'},
+    'benchmark': {'json'},
+    'benchmark_learner': {'json', 'use_lstm'},
+    'benchmark_vtrace': {'json'},
+    'benchmark_anakin': {'json'},
 }
 PROGRAMS = ('train', 'evaluate', 'plot', 'sweep', 'reproduce', 'benchmark',
             'benchmark_learner', 'benchmark_vtrace', 'benchmark_anakin',
@@ -156,8 +193,15 @@ def test_every_program_flag_bad_type_and_out_of_range(tmp_path, program):
                if n not in {f.name for f in dataclasses.fields(
                    config_lib.Config)}}   # the fields: test above
   required = {'evaluate': [f'--logdir={tmp_path}'],
-              'plot': [f'--roots={tmp_path}', f'--out={tmp_path / "out"}']
+              'plot': [f'--roots={tmp_path}', f'--out={tmp_path / "out"}'],
+              'sweep': [f'--root={tmp_path}', '--games=CartPole-v1'],
+              'soak': [f'--out={tmp_path / "soak"}'],
+              'gpu_suite': [f'--json={tmp_path / "suite.json"}'],
               }.get(program, [])
+  ranged = PROGRAM_OUT_OF_RANGE.get(program, {})
+  exempt = PROGRAM_NO_RANGE.get(program, set())
+  assert set(ranged) | exempt == set(defined), (
+      program, sorted(set(defined) - set(ranged) - exempt))
   cases, names = [], []
   for name, kind in sorted(defined.items()):
     wrong = WRONG_TYPE.get(kind.split()[0] if kind else '', None)
